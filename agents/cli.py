@@ -1,0 +1,90 @@
+"""The ``flexrec-agent`` command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import gymnasium as gym
+import numpy as np
+from tqdm import tqdm
+
+import flexrec_env  # noqa: F401  (registers FlexRec-v0)
+from agents.baselines import Agent, NeedAwareHeuristic, RandomAgent, run_episode
+from flexrec_env.needs import registered_needs
+from scenarios import available_scenarios
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its normal 95% confidence interval."""
+    array = np.asarray(values, dtype=np.float64)
+    half = 1.96 * array.std(ddof=1) / np.sqrt(len(array)) if len(array) > 1 else 0.0
+    return float(array.mean()), float(half)
+
+
+def format_ci(mean: float, half_width: float) -> str:
+    return f"{mean:.3f} ± {half_width:.3f}"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(flexrec_env.__version__, prog_name="flexrec-agent")
+def main() -> None:
+    """Train and evaluate need-following recommenders on the FlexRec environment."""
+
+
+@main.command()
+@click.option("--episodes", default=300, show_default=True, help="Evaluation episodes per need and agent.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the first episode; episode i uses seed + i.")
+@click.option("--scenario", default="synthetic", show_default=True, help="Scenario name (see `flexrec-agent scenarios`).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the results as JSON here.")
+def quickstart(episodes: int, seed: int, scenario: str, out: Path | None) -> None:
+    """Run every need with a random and a need-aware ranker and print their NDCG@5.
+
+    Example: flexrec-agent quickstart --episodes 100
+    """
+    if episodes < 1:
+        raise click.BadParameter(f"{episodes}; allowed: an integer >= 1", param_hint="--episodes")
+    agents: list[Agent] = [RandomAgent(seed), NeedAwareHeuristic()]
+    needs = list(registered_needs().values())
+    results: dict[str, dict[str, list[float]]] = {}
+    with tqdm(total=len(needs) * len(agents) * episodes, desc="quickstart", unit="episode") as bar:
+        for need in needs:
+            env = gym.make("FlexRec-v0", need=need.name, scenario=scenario)
+            for agent in agents:
+                agent.seed(seed)
+                scores = [run_episode(env, agent, seed=seed + i)["metrics"]["NDCG@5"] for i in range(episodes)]
+                results.setdefault(need.name, {})[agent.name] = scores
+                bar.update(episodes)
+    header = f"{'need':<16}" + "".join(f"{a.name + ' NDCG@5':>24}" for a in agents)
+    click.echo(header)
+    click.echo("-" * len(header))
+    for need in needs:
+        row = results[need.name]
+        cells = "".join(f"{format_ci(*mean_ci(row[a.name])):>24}" for a in agents)
+        click.echo(f"{need.name + (' *' if need.held_out else ''):<16}{cells}")
+    click.echo(f"(* held out from training by default; {episodes} episodes per cell, 95% CI; true relevance)")
+    if out is not None:
+        summary = {
+            n: {a: dict(zip(("mean", "ci95"), mean_ci(v), strict=True)) for a, v in row.items()} for n, row in results.items()
+        }
+        out.write_text(json.dumps(summary, indent=2))
+
+
+@main.command()
+def needs() -> None:
+    """List the registered needs (held-out ones are marked)."""
+    for need in registered_needs().values():
+        flag = " [held out]" if need.held_out else ""
+        click.echo(f"{need.name:<16}{need.description}{flag}")
+
+
+@main.command()
+def scenarios() -> None:
+    """List the installed scenarios."""
+    for name, description in available_scenarios().items():
+        click.echo(f"{name:<16}{description}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""FlexRec: a Gymnasium environment for need-conditioned closed-set ranking.
+
+``import flexrec_env`` registers ``FlexRec-v0``::
+
+    env = gym.make("FlexRec-v0", need="trending")
+    envs = gym.make_vec("FlexRec-v0", num_envs=256, need=["interest", "niche"])
+"""
+
+from __future__ import annotations
+
+from gymnasium.envs.registration import register, registry
+
+from flexrec_env.config import INVALID_ACTION_PENALTY, EnvConfig
+from flexrec_env.env import FlexRecEnv
+from flexrec_env.feedback import FeedbackConfig
+from flexrec_env.needs import Need, all_of, get_need, held_out_needs, register_need, registered_needs, training_needs
+from flexrec_env.vector_env import FlexRecVectorEnv
+
+__all__ = [
+    "INVALID_ACTION_PENALTY",
+    "EnvConfig",
+    "FeedbackConfig",
+    "FlexRecEnv",
+    "FlexRecVectorEnv",
+    "Need",
+    "all_of",
+    "get_need",
+    "held_out_needs",
+    "register_need",
+    "registered_needs",
+    "training_needs",
+]
+
+__version__ = "0.1.0"
+
+if "FlexRec-v0" not in registry:
+    register(
+        id="FlexRec-v0",
+        entry_point="flexrec_env.env:FlexRecEnv",
+        vector_entry_point="flexrec_env.vector_env:FlexRecVectorEnv",
+        disable_env_checker=False,
+    )

@@ -1,0 +1,94 @@
+"""The environment's constructor arguments as one validated dataclass, shared by the single and vector envs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from flexrec_env.feedback import FeedbackConfig
+from flexrec_env.needs import Need, resolve_needs
+from scenarios import Scenario
+
+RewardMode = Literal["swap", "marginal", "list"]
+RewardLabels = Literal["feedback", "true"]
+InvalidAction = Literal["raise", "penalize"]
+RenderMode = Literal["ansi"]
+
+#: Reward of an invalid action (an already placed candidate) with ``invalid_action="penalize"``.
+INVALID_ACTION_PENALTY = -1.0
+
+
+def _check_choice(name: str, value: object, choices: tuple[object, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}; allowed: {list(choices)}")
+
+
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}={value!r} must be an integer")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise ValueError(f"{name}={value!r}; allowed: an integer {bound}")
+    return value
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Everything ``gym.make("FlexRec-v0", ...)`` accepts (all keyword arguments)."""
+
+    need: str | Need | Sequence[str | Need] = "interest"
+    """A need name, a ``Need``, ``"a+b"`` (all of a and b), or a sequence of them sampled uniformly per episode."""
+    scenario: str | Scenario = "synthetic"
+    """A registered scenario name or a ``Scenario`` object."""
+    scenario_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    """Arguments of a named scenario's factory, e.g. ``{"path": ...}`` for data-backed scenarios."""
+    num_candidates: int = 20
+    """N, the size of the candidate set; the action space is ``Discrete(N)``."""
+    list_length: int = 10
+    """K, the number of positions to fill (``1 <= K <= N``); an episode is K valid steps."""
+    metric_k: int | None = None
+    """Cut-off k of the reward metric (``1 <= k <= N``); default K."""
+    reward_mode: RewardMode = "swap"
+    """Per-step reward: ``"swap"``, ``"marginal"`` or ``"list"`` (see the env docstring for the formulas)."""
+    reward_labels: RewardLabels = "feedback"
+    """``"feedback"``: rewards from the simulated noisy, sparse labels; ``"true"``: from ground truth (ablations)."""
+    feedback: FeedbackConfig | Mapping[str, Any] | None = None
+    """Feedback parameters (a ``FeedbackConfig`` or a dict of its fields)."""
+    invalid_action: InvalidAction = "raise"
+    """Placing an already placed candidate: ``"raise"`` a ValueError, or ``"penalize"`` it."""
+    expose_truth: bool = False
+    """Add the true relevance to every info (``info["relevance"]``); for analysis, never for training."""
+    render_mode: RenderMode | None = None
+    """``"ansi"`` renders the request and the list so far as text."""
+
+    def __post_init__(self) -> None:
+        n = _check_int("num_candidates", self.num_candidates, 2)
+        k = _check_int("list_length", self.list_length, 1, n)
+        if self.metric_k is not None:
+            _check_int("metric_k", self.metric_k, 1, n)
+        else:
+            object.__setattr__(self, "metric_k", k)
+        _check_choice("reward_mode", self.reward_mode, get_args(RewardMode))
+        _check_choice("reward_labels", self.reward_labels, get_args(RewardLabels))
+        _check_choice("invalid_action", self.invalid_action, get_args(InvalidAction))
+        _check_choice("render_mode", self.render_mode, (*get_args(RenderMode), None))
+        if not isinstance(self.expose_truth, bool):
+            raise ValueError(f"expose_truth={self.expose_truth!r}; allowed: True or False")
+        if not isinstance(self.scenario_kwargs, Mapping):
+            raise ValueError(f"scenario_kwargs={self.scenario_kwargs!r}; allowed: a dict of the scenario's arguments")
+        object.__setattr__(self, "feedback", FeedbackConfig.coerce(self.feedback))  # type: ignore[arg-type]
+        object.__setattr__(self, "needs", resolve_needs(self.need))
+
+    # Resolved in __post_init__.
+    needs: tuple[Need, ...] = field(init=False, repr=False, compare=False)
+
+    @property
+    def feedback_config(self) -> FeedbackConfig:
+        assert isinstance(self.feedback, FeedbackConfig)
+        return self.feedback
+
+    @property
+    def k(self) -> int:
+        assert self.metric_k is not None
+        return self.metric_k

@@ -1,0 +1,288 @@
+"""Needs: what the user asks for, and which candidates that makes relevant.
+
+A :class:`Need` has a name, several natural-language instruction paraphrases (one is sampled per episode, so a
+policy learns the need rather than one sentence), a relevance function over a batch of requests, a feature vector
+(so unseen needs are representable) and a list metric (NDCG@k unless the need is list-level).
+
+Built-in needs read only the signals every scenario provides (:class:`scenarios.RequestBatch`), so they work on
+every conforming scenario. The user's true interest grade ``interest`` (0, 1, 2, ...) gates every need; the need
+then filters which interesting candidates count:
+
+=============  ===================================================  ===========================
+need           relevance ``rel_i``                                  list metric
+=============  ===================================================  ===========================
+``interest``   ``interest_i``                                       NDCG@k
+``trending``   ``interest_i`` if ``recent_popularity_i >= 0.8``      NDCG@k
+``niche``      ``interest_i`` if ``popularity_i <= 0.5``             NDCG@k
+``fresh``      ``interest_i`` if ``freshness_i >= 0.8``              NDCG@k
+``diverse``    ``interest_i``                                       alpha-NDCG@k (gamma = 0.5)
+=============  ===================================================  ===========================
+
+(``popularity``, ``recent_popularity`` and ``freshness`` are percentiles in the scenario's catalogue at the
+request time, in [0, 1].) :func:`all_of` composes needs (relevance is the minimum of the components'), and a need
+string ``"a+b"`` names that composition. Needs marked ``held_out`` are left out of training by default and serve
+to test generalisation to unseen needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+from flexrec_env.metrics import ListMetric, alpha_ndcg, ndcg
+
+if TYPE_CHECKING:
+    from scenarios.base import RequestBatch
+
+#: Named axes of a need's feature vector; the last ones are free for needs that scenarios define.
+NEED_FEATURE_NAMES = ("interest", "trending", "niche", "fresh", "diverse", "custom_0", "custom_1", "custom_2")
+NEED_FEATURE_DIM = len(NEED_FEATURE_NAMES)
+#: Size of the need-id space in observations (``Discrete(MAX_NEEDS)``).
+MAX_NEEDS = 64
+
+RelevanceFn = Callable[["RequestBatch"], NDArray[np.int64]]
+
+
+def need_features(**weights: float) -> tuple[float, ...]:
+    """A need feature vector from named axes, e.g. ``need_features(trending=1.0)``."""
+    unknown = sorted(set(weights) - set(NEED_FEATURE_NAMES))
+    if unknown:
+        raise ValueError(f"unknown need feature(s) {unknown}; allowed: {list(NEED_FEATURE_NAMES)}")
+    return tuple(float(weights.get(name, 0.0)) for name in NEED_FEATURE_NAMES)
+
+
+@dataclass(frozen=True)
+class Need:
+    """A user need: its instructions, the relevance it induces, and how a list is scored under it."""
+
+    name: str
+    """Unique name, used in ``gym.make(..., need=name)`` and on the command line."""
+    instructions: tuple[str, ...]
+    """Natural-language paraphrases of the request; one is sampled per episode."""
+    relevance: RelevanceFn
+    """``relevance(requests) -> (B, N)`` graded relevance (integers ``>= 0``) of each candidate."""
+    features: tuple[float, ...] = field(default_factory=lambda: (0.0,) * NEED_FEATURE_DIM)
+    """Feature vector of length ``NEED_FEATURE_DIM`` (see ``NEED_FEATURE_NAMES``)."""
+    metric: ListMetric = ndcg
+    """The list metric rewards are computed with; NDCG@k unless the need is list-level."""
+    held_out: bool = False
+    """Left out of training by default; used to test generalisation to unseen needs."""
+    description: str = ""
+    """One line for listings (``flexrec-agent needs``)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or any(c.isspace() or c == "," for c in self.name):
+            raise ValueError(f"need name {self.name!r} must be a non-empty string without spaces or ','")
+        if isinstance(self.instructions, str) or not self.instructions:
+            raise ValueError(f"need {self.name!r}: instructions must be a non-empty tuple of strings")
+        object.__setattr__(self, "instructions", tuple(str(s) for s in self.instructions))
+        if len(self.features) != NEED_FEATURE_DIM:
+            raise ValueError(
+                f"need {self.name!r}: features has length {len(self.features)}, expected {NEED_FEATURE_DIM} "
+                f"(axes {list(NEED_FEATURE_NAMES)}; build it with need_features(...))"
+            )
+        if not callable(self.relevance):
+            raise TypeError(f"need {self.name!r}: relevance must be callable, got {type(self.relevance).__name__}")
+
+    @property
+    def is_list_level(self) -> bool:
+        """Whether the need scores lists with its own metric (then swap rewards take the generic path)."""
+        return self.metric is not ndcg
+
+    @property
+    def feature_vector(self) -> NDArray[np.float32]:
+        return np.asarray(self.features, dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Relevance functions of the built-in needs (module-level, so needs pickle for subprocess vector envs).
+
+
+def interest_relevance(requests: RequestBatch) -> NDArray[np.int64]:
+    """``interest_i``: the user's true interest grade."""
+    return np.asarray(requests.interest, dtype=np.int64)
+
+
+def filtered_relevance(requests: RequestBatch, *, signal: str, threshold: float, above: bool) -> NDArray[np.int64]:
+    """``interest_i`` where the signal passes the threshold (``>=`` if ``above`` else ``<=``), else 0."""
+    values = getattr(requests, signal)
+    keep = values >= threshold if above else values <= threshold
+    return np.where(keep, interest_relevance(requests), 0)
+
+
+def _min_relevance(requests: RequestBatch, *, parts: tuple[RelevanceFn, ...]) -> NDArray[np.int64]:
+    return np.minimum.reduce([np.asarray(fn(requests), dtype=np.int64) for fn in parts])
+
+
+def all_of(*needs: Need, name: str | None = None, held_out: bool = True) -> Need:
+    """The need that asks for all of ``needs`` at once: relevance is the minimum of theirs."""
+    if len(needs) < 2:
+        raise ValueError(f"all_of needs at least two needs, got {len(needs)}")
+    list_level = [n.metric for n in needs if n.is_list_level]
+    instructions = tuple(
+        " ".join([first, *(f"Also: {n.instructions[i % len(n.instructions)]}" for n in needs[1:])])
+        for i, first in enumerate(needs[0].instructions)
+    )
+    return Need(
+        name=name or "+".join(n.name for n in needs),
+        instructions=instructions,
+        relevance=partial(_min_relevance, parts=tuple(n.relevance for n in needs)),
+        features=tuple(float(sum(v)) for v in zip(*(n.features for n in needs), strict=True)),
+        metric=list_level[0] if list_level else ndcg,
+        held_out=held_out,
+        description="all of: " + ", ".join(n.name for n in needs),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Registry.
+
+_REGISTRY: dict[str, Need] = {}
+_IDS: dict[str, int] = {}
+
+
+def register_need(need: Need) -> Need:
+    """Add a need to the registry (idempotent for the same object); returns it."""
+    if not isinstance(need, Need):
+        raise TypeError(f"register_need expects a Need, got {type(need).__name__}")
+    existing = _REGISTRY.get(need.name)
+    if existing is not None:
+        if existing != need:
+            raise ValueError(f"a different need named {need.name!r} is already registered; choose another name")
+        return existing
+    if len(_REGISTRY) >= MAX_NEEDS:
+        raise ValueError(f"cannot register need {need.name!r}: the registry holds at most MAX_NEEDS={MAX_NEEDS} needs")
+    _REGISTRY[need.name] = need
+    _IDS[need.name] = len(_IDS)
+    return need
+
+
+def get_need(spec: str | Need) -> Need:
+    """A need from its name, a ``"a+b"`` composition of names, or a :class:`Need` (registered on first use)."""
+    if isinstance(spec, Need):
+        return register_need(spec)
+    if not isinstance(spec, str):
+        raise TypeError(f"need must be a name or a Need, got {type(spec).__name__}: {spec!r}")
+    if spec in _REGISTRY:
+        return _REGISTRY[spec]
+    parts = [p.strip() for p in spec.split("+")]
+    if len(parts) > 1 and all(p in _REGISTRY for p in parts):
+        return register_need(all_of(*(_REGISTRY[p] for p in parts)))
+    unknown = [p for p in parts if p not in _REGISTRY]
+    raise ValueError(f"unknown need {unknown[0]!r} in {spec!r}; allowed: {sorted(_REGISTRY)} or 'a+b' compositions")
+
+
+def need_id(need: Need) -> int:
+    """The need's index in the registry (its ``need_id`` in observations)."""
+    return _IDS[register_need(need).name]
+
+
+def registered_needs() -> dict[str, Need]:
+    """All registered needs, by name, in registration order."""
+    return dict(_REGISTRY)
+
+
+def resolve_needs(spec: str | Need | Sequence[str | Need]) -> tuple[Need, ...]:
+    """One need or a sequence of them (a comma-separated string also works) as a tuple of needs."""
+    if isinstance(spec, str) and "," in spec:
+        spec = [s for s in spec.split(",") if s.strip()]
+    if isinstance(spec, (str, Need)):
+        return (get_need(spec),)
+    needs = tuple(get_need(s.strip() if isinstance(s, str) else s) for s in spec)
+    if not needs:
+        raise ValueError("need must name at least one need; allowed: " + ", ".join(sorted(_REGISTRY)))
+    return needs
+
+
+def training_needs() -> tuple[Need, ...]:
+    """Registered needs not held out: the default training mix."""
+    return tuple(n for n in _REGISTRY.values() if not n.held_out)
+
+
+def held_out_needs() -> tuple[Need, ...]:
+    """Registered needs held out from training by default (unseen needs)."""
+    return tuple(n for n in _REGISTRY.values() if n.held_out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Built-ins.
+
+INTEREST = register_need(
+    Need(
+        name="interest",
+        instructions=(
+            "Recommend items that fit my taste.",
+            "Show me what I would enjoy, based on what I have liked before.",
+            "Pick the items closest to my personal interests.",
+            "I want recommendations tailored to my preferences.",
+        ),
+        relevance=interest_relevance,
+        features=need_features(interest=1.0),
+        description="items that fit the user's taste",
+    )
+)
+TRENDING = register_need(
+    Need(
+        name="trending",
+        instructions=(
+            "Show me what is trending right now.",
+            "What is everyone watching these days? Recommend the current hits I would like.",
+            "I want popular items of the moment that suit me.",
+            "Recommend something that is buzzing lately.",
+        ),
+        relevance=partial(filtered_relevance, signal="recent_popularity", threshold=0.8, above=True),
+        features=need_features(interest=1.0, trending=1.0),
+        description="interesting items in the top 20% of recent popularity",
+    )
+)
+NICHE = register_need(
+    Need(
+        name="niche",
+        instructions=(
+            "Help me discover niche items that few people know.",
+            "Recommend hidden gems rather than blockbusters.",
+            "I want something off the beaten path that I would still like.",
+            "Show me lesser-known items that match my taste.",
+        ),
+        relevance=partial(filtered_relevance, signal="popularity", threshold=0.5, above=False),
+        features=need_features(interest=1.0, niche=1.0),
+        description="interesting items in the less popular half of the catalogue",
+    )
+)
+FRESH = register_need(
+    Need(
+        name="fresh",
+        instructions=(
+            "Show me something new.",
+            "Recommend recent releases I would like.",
+            "I want the latest items, not old ones.",
+            "What has just come out that fits me?",
+        ),
+        relevance=partial(filtered_relevance, signal="freshness", threshold=0.8, above=True),
+        features=need_features(interest=1.0, fresh=1.0),
+        description="interesting items among the 20% most recent releases",
+    )
+)
+DIVERSE = register_need(
+    Need(
+        name="diverse",
+        instructions=(
+            "Give me a varied list across different genres.",
+            "Recommend a diverse mix of things I would like.",
+            "Surprise me with variety: do not repeat the same kind of item.",
+            "I want a broad selection covering many categories.",
+        ),
+        relevance=interest_relevance,
+        features=need_features(interest=1.0, diverse=1.0),
+        metric=alpha_ndcg,
+        description="interesting items, scored by category coverage (alpha-NDCG)",
+    )
+)
+#: Unseen needs for generalisation tests: compositions never trained on by default.
+FRESH_NICHE = register_need(all_of(FRESH, NICHE))
+TRENDING_FRESH = register_need(all_of(TRENDING, FRESH))

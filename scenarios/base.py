@@ -1,0 +1,126 @@
+"""The scenario contract: what a user simulator provides to the environment.
+
+A scenario owns an item catalogue and a population of users, and samples *ranking requests*: a user at a context
+time with a candidate set of N items. For each request it reports the observable context (features, history,
+popularity signals, categories) and one piece of ground truth, the user's interest grade in each candidate, from
+which the needs derive relevance. Subclasses implement :meth:`Scenario.sample_requests`; everything else has
+defaults.
+
+Randomness: a scenario's fixed world (catalogue, users) comes from its own seed at construction; every request
+draw comes from the generator the environment passes in, so episodes are reproducible from the env's seed alone.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True)
+class RequestBatch:
+    """A batch of B ranking requests over N candidates each (all arrays have the batch axis first)."""
+
+    user_ids: NDArray[np.int64]
+    """``(B,)`` user ids in ``[0, num_users)``."""
+    times: NDArray[np.float64]
+    """``(B,)`` context times (the scenario's clock)."""
+    history: NDArray[np.int64]
+    """``(B, H)`` item ids the user interacted with before the request, most recent last, ``-1`` padded."""
+    candidates: NDArray[np.int64]
+    """``(B, N)`` candidate item ids in ``[0, num_items)``, distinct within a request."""
+    candidate_features: NDArray[np.float32]
+    """``(B, N, F)`` features of each candidate at the request time."""
+    user_features: NDArray[np.float32]
+    """``(B, U)`` features of the user at the request time."""
+    category: NDArray[np.int64]
+    """``(B, N)`` category of each candidate in ``[0, num_categories)``."""
+    popularity: NDArray[np.float32]
+    """``(B, N)`` percentile of all-time popularity in the catalogue at the request time, in [0, 1]."""
+    recent_popularity: NDArray[np.float32]
+    """``(B, N)`` percentile of popularity in the recent window before the request time, in [0, 1]."""
+    freshness: NDArray[np.float32]
+    """``(B, N)`` percentile of release recency in the catalogue (1 = newest), in [0, 1]."""
+    interest: NDArray[np.int64]
+    """``(B, N)`` ground truth: the user's interest grade in each candidate, in ``[0, max_grade]``."""
+
+    def __len__(self) -> int:
+        return int(self.user_ids.shape[0])
+
+    def take(self, index: NDArray[np.integer] | slice | int) -> RequestBatch:
+        """The sub-batch at ``index`` (an int keeps a batch axis of 1)."""
+        if isinstance(index, (int, np.integer)):
+            index = slice(int(index), int(index) + 1)
+        return RequestBatch(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    @staticmethod
+    def concatenate(batches: Sequence[RequestBatch]) -> RequestBatch:
+        """Stack batches along the batch axis (histories are padded to the longest)."""
+        width = max(b.history.shape[1] for b in batches)
+        padded = [np.pad(b.history, ((0, 0), (0, width - b.history.shape[1])), constant_values=-1) for b in batches]
+        arrays = {
+            f.name: np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(RequestBatch) if f.name != "history"
+        }
+        return RequestBatch(history=np.concatenate(padded), **arrays)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One ranking request as agents that read text see it (no ground truth)."""
+
+    user_id: int
+    time: float
+    history: tuple[int, ...]
+    """Item ids the user interacted with, most recent last."""
+    candidates: tuple[int, ...]
+    """Candidate item ids; an action is an index into this tuple."""
+    need: str
+    instruction: str
+    """The natural-language instruction of the need, as sampled for this episode."""
+    history_titles: tuple[str, ...]
+    candidate_titles: tuple[str, ...]
+    history_categories: tuple[int, ...]
+    category: NDArray[np.int64]
+    """``(N,)`` category of each candidate."""
+    popularity: NDArray[np.float32]
+    """``(N,)`` all-time popularity percentile of each candidate."""
+    recent_popularity: NDArray[np.float32]
+    """``(N,)`` recent popularity percentile of each candidate."""
+    freshness: NDArray[np.float32]
+    """``(N,)`` release recency percentile of each candidate (1 = newest)."""
+
+
+class Scenario(abc.ABC):
+    """A user simulator: item catalogue, users, and ranking requests. Subclass and implement ``sample_requests``."""
+
+    name: ClassVar[str] = "custom"
+    description: ClassVar[str] = ""
+    max_grade: int = 2
+    """Largest interest grade; relevance grades are ``0..max_grade``."""
+
+    num_items: int
+    num_users: int
+    num_categories: int
+    candidate_feature_dim: int
+    user_feature_dim: int
+    item_category: NDArray[np.int64]
+    """``(num_items,)`` category of every item."""
+
+    @abc.abstractmethod
+    def sample_requests(self, rng: np.random.Generator, num_requests: int, num_candidates: int) -> RequestBatch:
+        """Draw ``num_requests`` requests with ``num_candidates`` candidates each, using only ``rng``."""
+
+    def item_title(self, item_id: int) -> str:
+        """Human-readable text of an item, for prompts and rendering."""
+        return f"item {item_id}"
+
+    def needs(self) -> Sequence[object]:
+        """Needs this scenario defines in addition to the built-ins (``flexrec_env.needs.Need`` objects)."""
+        return ()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(items={self.num_items}, users={self.num_users})"
