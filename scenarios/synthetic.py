@@ -5,8 +5,9 @@ World (fixed by ``SyntheticConfig.seed``, independent of the environment's seed)
 * items belong to one of C categories and have a unit latent vector near their category's centre;
 * users have a unit latent vector mixing two categories; affinity is the dot product, and a user's interest grade
   in an item is 2 above the user's 95th affinity percentile, 1 above the 85th, else 0;
-* each item has a power-law base popularity, a release period, and one burst of attention shortly after release,
-  so the recent-window popularity (``trending``) differs from all-time popularity (``popular``);
+* each item has a power-law base popularity, a release period, and one burst of attention of random size some
+  time after release (often soon, sometimes much later), so the recent-window popularity (``trending``) differs
+  from all-time popularity and from freshness;
 * each user has a history of items released before the clock starts, drawn by affinity and popularity.
 
 A request picks a user and a period uniformly and draws N distinct released candidates outside the user's history,
@@ -131,10 +132,11 @@ class SyntheticScenario(Scenario):
         periods = np.arange(-c.num_periods, c.num_periods)  # (T,)
         self.release = rng.integers(-c.num_periods, c.num_periods, size=c.num_items)
         base = (1.0 + rng.permutation(c.num_items)) ** -c.popularity_exponent
-        peak = self.release + rng.uniform(0, 10, size=c.num_items)
+        peak = self.release + rng.exponential(20.0, size=c.num_items)  # some items take off late (sleeper hits)
         width = rng.uniform(1, 6, size=c.num_items)
+        amplitude = rng.uniform(0.0, 4.0, size=c.num_items)
         released = periods[:, None] >= self.release[None, :]  # (T, I)
-        rate = base * released * (0.3 + 3.0 * np.exp(-0.5 * ((periods[:, None] - peak) / width) ** 2))  # (T, I)
+        rate = base * released * (0.3 + amplitude * np.exp(-0.5 * ((periods[:, None] - peak) / width) ** 2))  # (T, I)
         cumulative = np.cumsum(rate, axis=0)
         recent = cumulative - np.vstack([np.zeros((c.recent_window, c.num_items)), cumulative[: -c.recent_window]])
         clock = slice(c.num_periods, 2 * c.num_periods)  # requests happen at periods 0..num_periods-1

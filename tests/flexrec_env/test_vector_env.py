@@ -1,0 +1,118 @@
+"""The native vector env against gymnasium's SyncVectorEnv over single envs: same episodes, same layout."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.error import ResetNeeded
+from gymnasium.vector import AutoresetMode
+
+import flexrec_env  # noqa: F401
+from flexrec_env import FlexRecVectorEnv
+
+CONFIGS = [
+    {"need": ["trending", "diverse", "niche"]},
+    {"need": "interest", "invalid_action": "penalize", "reward_mode": "list", "num_candidates": 6, "list_length": 4},
+    {"need": "fresh+niche", "reward_mode": "marginal", "expose_truth": True, "feedback": {"click_model": "cascade"}},
+]
+
+
+def assert_same(a, b, path=""):
+    """Exact equality of nested obs/info structures (floats to 1e-12: batch sums may round differently)."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), (path, sorted(set(a) ^ set(b)))
+        for key in a:
+            assert_same(a[key], b[key], f"{path}/{key}")
+    elif isinstance(a, np.ndarray) and a.dtype == object:
+        assert a.shape == b.shape, path
+        for x, y in zip(a, b, strict=True):
+            assert_same(x, y, path + "[]")
+    elif isinstance(a, np.ndarray):
+        b = np.asarray(b)
+        assert a.dtype == b.dtype and a.shape == b.shape, (path, a.dtype, b.dtype, a.shape, b.shape)
+        if np.issubdtype(a.dtype, np.floating):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=path)
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=path)
+    else:
+        assert a == b, (path, a, b)
+
+
+def random_actions(rng, obs, config):
+    if config.get("invalid_action") == "penalize":
+        return rng.integers(0, config["num_candidates"], len(obs["action_mask"]))
+    return np.array([rng.choice(np.flatnonzero(mask)) for mask in obs["action_mask"]])
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+@pytest.mark.parametrize("config", CONFIGS)
+def test_native_vector_env_equals_sync_vector_env(mode, config):
+    num_envs = 3
+    sync = gym.make_vec("FlexRec-v0", num_envs=num_envs, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode}, **config)
+    native = gym.make_vec("FlexRec-v0", num_envs=num_envs, autoreset_mode=mode, **config)
+    assert isinstance(native.unwrapped, FlexRecVectorEnv) and native.metadata["autoreset_mode"] == mode
+    obs, info = sync.reset(seed=7)
+    assert_same(obs, native.reset(seed=7)[0], "reset obs")
+    assert_same(info, native.reset(seed=7)[1], "reset info")
+    rng = np.random.default_rng(0)
+    for step in range(35):  # several episodes, autoresets included
+        actions = random_actions(rng, obs, config)
+        expected, got = sync.step(actions), native.step(actions)
+        for name, a, b in zip(("obs", "reward", "terminated", "truncated", "info"), expected, got, strict=True):
+            assert_same(a, b, f"step {step} {name}")
+        obs = expected[0]
+
+
+def test_shared_rng_is_reproducible_and_valid():
+    def run(seed):
+        envs = gym.make_vec("FlexRec-v0", num_envs=16, shared_rng=True, need=["interest", "diverse"])
+        obs, _ = envs.reset(seed=seed)
+        rewards = []
+        for t in range(25):
+            obs, reward, terminated, truncated, info = envs.step(np.argmax(obs["action_mask"], axis=1))
+            rewards.append(reward)
+        return np.array(rewards), obs
+
+    a, obs_a = run(1)
+    b, obs_b = run(1)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(obs_a["candidates"], obs_b["candidates"])
+    assert not np.array_equal(a, run(2)[0])
+    assert len({tuple(c) for c in obs_a["candidates"][:, :, 0]}) == 16  # envs get different requests
+
+
+def test_disabled_autoreset_needs_masked_reset():
+    envs = gym.make_vec("FlexRec-v0", num_envs=2, autoreset_mode="Disabled", num_candidates=4, list_length=2)
+    envs.reset(seed=0)
+    envs.step(np.array([0, 1]))
+    _, _, terminated, _, _ = envs.step(np.array([1, 0]))
+    assert terminated.all()
+    with pytest.raises(ResetNeeded, match="reset_mask"):
+        envs.step(np.array([2, 2]))
+    obs, _ = envs.reset(options={"reset_mask": np.array([True, False])})
+    assert obs["position"].tolist() == [0, 2]
+    envs.reset(options={"reset_mask": np.array([False, True])})
+    envs.step(np.array([3, 3]))
+
+
+@pytest.mark.parametrize(
+    ("actions", "words"),
+    [(np.array([0, 1, 2]), ["shape (3,)", "2 integers"]), (np.array([0.0, 1.0]), ["float64"]), (np.array([0, 9]), ["action 9 of env 1"])],
+)
+def test_bad_vector_actions(actions, words):
+    envs = gym.make_vec("FlexRec-v0", num_envs=2, num_candidates=5, list_length=2)
+    envs.reset(seed=0)
+    with pytest.raises(ValueError) as error:
+        envs.step(actions)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_bad_vector_arguments():
+    with pytest.raises(ValueError, match="num_envs=0"):
+        FlexRecVectorEnv(num_envs=0)
+    with pytest.raises(ValueError, match="autoreset_mode='sometimes'"):
+        FlexRecVectorEnv(num_envs=2, autoreset_mode="sometimes")
+    with pytest.raises(ValueError, match="3 seeds for 2 envs"):
+        FlexRecVectorEnv(num_envs=2).reset(seed=[1, 2, 3])
