@@ -16,6 +16,7 @@ The functions here are deterministic: the environment draws their uniforms at re
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -23,6 +24,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 ClickModel = Literal["position", "cascade"]
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -41,12 +46,13 @@ class FeedbackConfig:
     def __post_init__(self) -> None:
         for name in ("observe_prob", "label_noise"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+            if not _is_number(value) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"feedback {name}={value!r} is not a probability; allowed: a number in [0, 1]")
         if self.click_model not in get_args(ClickModel):
             raise ValueError(f"feedback click_model={self.click_model!r}; allowed: {list(get_args(ClickModel))}")
-        if not isinstance(self.examination_eta, (int, float)) or self.examination_eta < 0:
-            raise ValueError(f"feedback examination_eta={self.examination_eta!r}; allowed: a number >= 0")
+        eta = self.examination_eta
+        if not _is_number(eta) or not 0.0 <= eta < math.inf:
+            raise ValueError(f"feedback examination_eta={eta!r}; allowed: a finite number >= 0")
 
     @classmethod
     def coerce(cls, value: FeedbackConfig | dict[str, object] | None) -> FeedbackConfig:

@@ -112,11 +112,15 @@ def recall(
     return _safe_divide(hits, _expand_to(total, hits.ndim))
 
 
+@lru_cache(maxsize=64)
+def _strictly_lower(length: int) -> NDArray[np.bool_]:
+    return np.tri(length, k=-1, dtype=bool)
+
+
 def _category_rank(categories_in_order: NDArray[np.integer]) -> IntArray:
     """For each position, how many earlier positions share its category: ``(..., L) -> (..., L)``."""
     same = categories_in_order[..., :, None] == categories_in_order[..., None, :]  # (..., L, L)
-    earlier = np.tril(np.ones(same.shape[-2:], dtype=bool), k=-1)
-    return (same & earlier).sum(axis=-1)
+    return (same & _strictly_lower(same.shape[-1])).sum(axis=-1)
 
 
 def alpha_dcg(

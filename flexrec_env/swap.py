@@ -65,8 +65,8 @@ def swap_rewards(rankings: NDArray[np.integer], relevance: NDArray, k: int) -> F
 
 def _ratio(numerator: Any, denominator: Any) -> Any:
     """``numerator / denominator``, 0 where the denominator is 0; Python floats stay floats (fast scalar path)."""
-    if isinstance(denominator, (float, int)):
-        return float(numerator) / denominator if denominator > 0 else 0.0
+    if isinstance(denominator, (float, int)) and isinstance(numerator, (float, int)):
+        return numerator / denominator if denominator > 0 else 0.0
     numerator, denominator = np.asarray(numerator, dtype=np.float64), np.asarray(denominator, dtype=np.float64)
     return np.divide(numerator, denominator, out=np.zeros(np.broadcast(numerator, denominator).shape), where=denominator > 0)
 

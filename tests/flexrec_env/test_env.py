@@ -231,7 +231,16 @@ def test_bad_constructor_arguments_name_the_value(kwargs, words):
         assert word in str(error.value)
 
 
-@pytest.mark.parametrize(("action", "words"), [(8, ["action 8", "[0, 8)"]), (-1, ["action -1"]), (2.0, ["not an integer"]), (True, ["not an integer"]), ("1", ["not an integer"])])
+@pytest.mark.parametrize(
+    ("action", "words"),
+    [
+        (8, ["action 8", "[0, 8)"]),
+        (-1, ["action -1"]),
+        (2.0, ["not an integer"]),
+        (True, ["not an integer"]),
+        ("1", ["not an integer"]),
+    ],
+)
 def test_bad_actions_raise(action, words):
     env = make(**SMALL)
     env.reset(seed=0)

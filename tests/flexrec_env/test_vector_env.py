@@ -49,7 +49,9 @@ def random_actions(rng, obs, config):
 @pytest.mark.parametrize("config", CONFIGS)
 def test_native_vector_env_equals_sync_vector_env(mode, config):
     num_envs = 3
-    sync = gym.make_vec("FlexRec-v0", num_envs=num_envs, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode}, **config)
+    sync = gym.make_vec(
+        "FlexRec-v0", num_envs=num_envs, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode}, **config
+    )
     native = gym.make_vec("FlexRec-v0", num_envs=num_envs, autoreset_mode=mode, **config)
     assert isinstance(native.unwrapped, FlexRecVectorEnv) and native.metadata["autoreset_mode"] == mode
     obs, info = sync.reset(seed=7)
@@ -69,7 +71,7 @@ def test_shared_rng_is_reproducible_and_valid():
         envs = gym.make_vec("FlexRec-v0", num_envs=16, shared_rng=True, need=["interest", "diverse"])
         obs, _ = envs.reset(seed=seed)
         rewards = []
-        for t in range(25):
+        for _ in range(25):
             obs, reward, terminated, truncated, info = envs.step(np.argmax(obs["action_mask"], axis=1))
             rewards.append(reward)
         return np.array(rewards), obs
@@ -98,7 +100,11 @@ def test_disabled_autoreset_needs_masked_reset():
 
 @pytest.mark.parametrize(
     ("actions", "words"),
-    [(np.array([0, 1, 2]), ["shape (3,)", "2 integers"]), (np.array([0.0, 1.0]), ["float64"]), (np.array([0, 9]), ["action 9 of env 1"])],
+    [
+        (np.array([0, 1, 2]), ["shape (3,)", "2 integers"]),
+        (np.array([0.0, 1.0]), ["float64"]),
+        (np.array([0, 9]), ["action 9 of env 1"]),
+    ],
 )
 def test_bad_vector_actions(actions, words):
     envs = gym.make_vec("FlexRec-v0", num_envs=2, num_candidates=5, list_length=2)
