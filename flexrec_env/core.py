@@ -22,7 +22,14 @@ from flexrec_env.config import INVALID_ACTION_PENALTY, EnvConfig
 from flexrec_env.feedback import feedback_labels, simulate_clicks
 from flexrec_env.metrics import dcg, discounts, evaluation_metrics, gains, ideal_dcg
 from flexrec_env.needs import Need, need_id
-from flexrec_env.swap import marginal_reward, step_swap_reward, step_swap_reward_generic, swap_rewards, swap_rewards_generic
+from flexrec_env.swap import (
+    marginal_reward,
+    next_item_values,
+    step_swap_reward,
+    swap_from_values,
+    swap_rewards,
+    swap_rewards_generic,
+)
 from scenarios import RequestBatch, Scenario
 
 #: Episodes drawn per call of a generator (part of what a seed determines).
@@ -94,13 +101,17 @@ class EpisodeBatch:
     def take(self, rows: NDArray[np.int64] | slice) -> EpisodeBatch:
         return EpisodeBatch(needs=self.needs, requests=self.requests.take(rows), **_take_rows(self, rows))
 
-    def need_names(self, rows: NDArray[np.int64] | Sequence[int] | None = None) -> list[str]:
-        index = self.need_index if rows is None else self.need_index[rows]
-        return [self.needs[i].name for i in index]
+    def need_names(self, rows: NDArray[np.int64] | Sequence[int] | None = None) -> NDArray[np.object_]:
+        """Object array of the need names of ``rows`` (default: all)."""
+        index = self.need_index if rows is None else self.need_index[np.asarray(rows)]
+        return np.array([n.name for n in self.needs], dtype=object)[index]
 
-    def instructions(self, rows: NDArray[np.int64] | Sequence[int] | None = None) -> list[str]:
+    def instructions(self, rows: NDArray[np.int64] | Sequence[int] | None = None) -> NDArray[np.object_]:
+        """Object array of the sampled instruction texts of ``rows`` (default: all)."""
         rows = np.arange(len(self)) if rows is None else np.asarray(rows)
-        return [self.needs[self.need_index[r]].instructions[self.instruction_index[r]] for r in rows]
+        flat = np.array([text for n in self.needs for text in n.instructions], dtype=object)
+        offsets = np.cumsum([0] + [len(n.instructions) for n in self.needs])
+        return flat[offsets[self.need_index[rows]] + self.instruction_index[rows]]
 
     def with_needs(self, needs: tuple[Need, ...]) -> EpisodeBatch:
         """The same episodes with ``need_index`` pointing into ``needs`` (which must contain this batch's needs)."""
@@ -231,15 +242,20 @@ def list_level_step_rewards(
     actions: NDArray[np.int64],
     placed: NDArray[np.bool_],
     k: int,
+    with_marginal: bool = False,
 ) -> tuple[NDArray, NDArray]:
-    """``(marginal, swap)`` step rewards of list-level needs for ``rows`` at one position (``prefix`` ``(R, t)``)."""
+    """``(marginal, swap)`` step rewards of list-level needs for ``rows`` at one position (``prefix`` ``(R, t)``).
+
+    The marginal reward ``f(prefix + s_t) - f(prefix)`` costs a second evaluation and is 0 unless asked for.
+    """
     marginal, swap = np.zeros(len(rows)), np.zeros(len(rows))
     for need, selection, r in need_groups(episodes, rows):
         rel, cats, pre = episodes.reward_relevance[r], episodes.requests.category[r], prefix[selection]
-        after = need.metric(np.concatenate([pre, actions[selection, None]], axis=1), rel, cats, k)
-        before = need.metric(pre, rel, cats, k) if pre.shape[1] else 0.0
-        marginal[selection] = after - before
-        swap[selection] = step_swap_reward_generic(need.metric, pre, actions[selection], placed[selection], rel, cats, k)
+        values = next_item_values(need.metric, pre, rel, cats, k)  # (R, N)
+        swap[selection] = swap_from_values(values, actions[selection], placed[selection])
+        if with_marginal:
+            before = need.metric(pre, rel, cats, k) if pre.shape[1] else 0.0
+            marginal[selection] = np.take_along_axis(values, actions[selection, None], axis=1)[:, 0] - before
     return marginal, swap
 
 
@@ -279,7 +295,7 @@ def final_info(
         "feedback_labels_observed": episodes.observed[rows].astype(np.int8),
         "clicks": clicks,
         "metrics": metrics,
-        "need": np.array(episodes.need_names(rows), dtype=object),
+        "need": episodes.need_names(rows),
     }
 
 
@@ -359,7 +375,7 @@ class RankingCore:
             rewards = marginal_reward(gain, self.discount[t], ep.reward_idcg)
         for position, group in self._list_level_positions(valid & ep.list_level, t):
             marginal, swap[group] = list_level_step_rewards(
-                ep, group, self.ranking[group, :position], actions[group], self.placed[group], self.config.k
+                ep, group, self.ranking[group, :position], actions[group], self.placed[group], self.config.k, mode == "marginal"
             )
             rewards[group] = swap[group] if mode == "swap" else marginal if mode == "marginal" else 0.0
         rewards = np.where(invalid, INVALID_ACTION_PENALTY, np.where(valid, rewards, 0.0))

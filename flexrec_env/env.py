@@ -185,7 +185,10 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
                 reward = marginal_reward(gain, self._discount[t], self._idcg)
             if episodes.list_level[row]:
                 rows, prefix = np.array([row]), np.array([self._ranking], dtype=np.int64).reshape(1, t)
-                marginal, swaps = list_level_step_rewards(episodes, rows, prefix, np.array([a]), self._placed[None] > 0, config.k)
+                with_marginal = config.reward_mode == "marginal"
+                marginal, swaps = list_level_step_rewards(
+                    episodes, rows, prefix, np.array([a]), self._placed[None] > 0, config.k, with_marginal
+                )
                 swap = float(swaps[0])
                 reward = {"swap": swap, "marginal": float(marginal[0]), "list": 0.0}[config.reward_mode]
             self._placed[a] = 1

@@ -121,6 +121,28 @@ def swap_rewards_generic(
     return np.where(has_alternatives, base[:, None] - swapped @ averaging, 0.0)
 
 
+def next_item_values(
+    metric: ListMetric, prefix: NDArray[np.integer], relevance: NDArray, categories: NDArray[np.integer], k: int
+) -> FloatArray:
+    """``f(prefix + j)`` for every candidate j as the next item: ``(B, t) -> (B, N)``."""
+    prefix = np.asarray(prefix, dtype=np.int64)
+    batch, n = np.shape(relevance)
+    candidates = np.broadcast_to(np.arange(n), (batch, n))  # (B, N), every candidate as the next item
+    lists = np.concatenate([np.broadcast_to(prefix[:, None, :], (batch, n, prefix.shape[1])), candidates[..., None]], axis=-1)
+    return metric(lists, relevance, categories, k)  # (B, N)
+
+
+def swap_from_values(values: FloatArray, action: NDArray[np.integer], placed: NDArray[np.bool_]) -> FloatArray:
+    """``values[s_t] - mean_j values[j]`` over the pool ``j`` not placed and not ``s_t``: ``(B, N) -> (B,)``."""
+    action = np.asarray(action, dtype=np.int64)[:, None]
+    chosen = np.take_along_axis(values, action, axis=-1)[:, 0]  # (B,)
+    alternative = ~np.asarray(placed, dtype=bool)
+    np.put_along_axis(alternative, action, False, axis=-1)
+    count = alternative.sum(axis=-1)
+    mean = np.divide((values * alternative).sum(axis=-1), count, out=np.zeros(len(values)), where=count > 0)
+    return np.where(count > 0, chosen - mean, 0.0)
+
+
 def step_swap_reward_generic(
     metric: ListMetric,
     prefix: NDArray[np.integer],
@@ -135,17 +157,7 @@ def step_swap_reward_generic(
     ``prefix`` ``(B, t)`` holds the items placed before this step, ``action`` ``(B,)`` the item placed now and
     ``placed`` ``(B, N)`` the mask of items placed before this step. Returns ``(B,)``.
     """
-    prefix = np.asarray(prefix, dtype=np.int64)
-    batch, n = np.shape(placed)
-    candidates = np.broadcast_to(np.arange(n), (batch, n))  # (B, N), every candidate as the next item
-    lists = np.concatenate([np.broadcast_to(prefix[:, None, :], (batch, n, prefix.shape[1])), candidates[..., None]], axis=-1)
-    values = metric(lists, relevance, categories, k)  # (B, N), f(prefix + j) for every j
-    chosen = np.take_along_axis(values, np.asarray(action, dtype=np.int64)[:, None], axis=-1)[:, 0]  # (B,)
-    alternative = ~np.asarray(placed, dtype=bool)
-    np.put_along_axis(alternative, np.asarray(action, dtype=np.int64)[:, None], False, axis=-1)
-    count = alternative.sum(axis=-1)
-    mean = np.divide((values * alternative).sum(axis=-1), count, out=np.zeros(batch), where=count > 0)
-    return np.where(count > 0, chosen - mean, 0.0)
+    return swap_from_values(next_item_values(metric, prefix, relevance, categories, k), action, placed)
 
 
 def brute_force_swap_rewards(

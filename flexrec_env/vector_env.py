@@ -183,8 +183,8 @@ class FlexRecVectorEnv(VectorEnv):
         reset_info: dict[str, Any] = {
             "action_mask": 1 - self._core.placed[rows].astype(np.int8),
             "position": np.zeros(len(rows), dtype=np.int64),
-            "need": np.array(episodes.need_names(rows), dtype=object),
-            "instruction": np.array(episodes.instructions(rows), dtype=object),
+            "need": episodes.need_names(rows),
+            "instruction": episodes.instructions(rows),
         }
         if self.config.expose_truth:
             reset_info["relevance"] = episodes.relevance[rows]
