@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from flexrec_env.feedback import FeedbackConfig
-from flexrec_env.needs import Need, resolve_needs
-from scenarios import Scenario
+from flexrec_env.needs import Need, register_need, resolve_needs
+from scenarios import Scenario, make_scenario
 
 RewardMode = Literal["swap", "marginal", "list"]
 RewardLabels = Literal["feedback", "true"]
@@ -78,9 +78,14 @@ class EnvConfig:
         if not isinstance(self.scenario_kwargs, Mapping):
             raise ValueError(f"scenario_kwargs={self.scenario_kwargs!r}; allowed: a dict of the scenario's arguments")
         object.__setattr__(self, "feedback", FeedbackConfig.coerce(self.feedback))  # type: ignore[arg-type]
+        scenario = make_scenario(self.scenario, self.scenario_kwargs)
+        for need in scenario.needs():
+            register_need(need)  # type: ignore[arg-type]
+        object.__setattr__(self, "resolved_scenario", scenario)
         object.__setattr__(self, "needs", resolve_needs(self.need))
 
-    # Resolved in __post_init__.
+    # Resolved in __post_init__: the scenario object (its own needs registered) and the needs.
+    resolved_scenario: Scenario = field(init=False, repr=False, compare=False)
     needs: tuple[Need, ...] = field(init=False, repr=False, compare=False)
 
     @property

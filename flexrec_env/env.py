@@ -15,7 +15,7 @@ from flexrec_env.core import EpisodeBatch, EpisodeStream, final_info, invalid_ac
 from flexrec_env.metrics import discounts
 from flexrec_env.needs import MAX_NEEDS, NEED_FEATURE_DIM, Need, resolve_needs
 from flexrec_env.swap import marginal_reward, step_swap_reward
-from scenarios import Request, Scenario, make_scenario
+from scenarios import Request, Scenario
 
 ObsType = dict[str, Any]
 
@@ -119,7 +119,7 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
 
     def __init__(self, **kwargs: Any) -> None:
         self.config = EnvConfig(**kwargs)
-        self.scenario: Scenario = make_scenario(self.config.scenario, self.config.scenario_kwargs)
+        self.scenario: Scenario = self.config.resolved_scenario
         self.render_mode = self.config.render_mode
         self.observation_space = observation_space(self.config, self.scenario)
         self.action_space = spaces.Discrete(self.config.num_candidates)

@@ -286,3 +286,10 @@ DIVERSE = register_need(
 #: Unseen needs for generalisation tests: compositions never trained on by default.
 FRESH_NICHE = register_need(all_of(FRESH, NICHE))
 TRENDING_FRESH = register_need(all_of(TRENDING, FRESH))
+
+_BUILT_IN = tuple(_REGISTRY.values())
+
+
+def builtin_needs() -> tuple[Need, ...]:
+    """The needs this module defines (every conforming scenario supports them)."""
+    return _BUILT_IN

@@ -34,7 +34,7 @@ from flexrec_env.config import EnvConfig
 from flexrec_env.core import EpisodeBatch, EpisodeStream, RankingCore, draw_noise, materialise
 from flexrec_env.env import episode_needs, observation_space
 from flexrec_env.needs import Need
-from scenarios import Scenario, make_scenario
+from scenarios import Scenario
 
 
 class FlexRecVectorEnv(VectorEnv):
@@ -56,7 +56,7 @@ class FlexRecVectorEnv(VectorEnv):
         except ValueError:
             raise ValueError(f"autoreset_mode={autoreset_mode!r}; allowed: {[m.value for m in AutoresetMode]}") from None
         self.config = EnvConfig(**kwargs)
-        self.scenario: Scenario = make_scenario(self.config.scenario, self.config.scenario_kwargs)
+        self.scenario: Scenario = self.config.resolved_scenario
         self.num_envs = num_envs
         self.shared_rng = bool(shared_rng)
         self.copy = bool(copy)

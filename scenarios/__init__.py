@@ -1,56 +1,125 @@
-"""User simulators ("scenarios") behind one small contract, and the registry that finds them by name."""
+"""User simulators ("scenarios") behind one small contract, and how the environment finds them.
+
+Three ways to plug a scenario in, all usable as ``gym.make("FlexRec-v0", scenario=..., scenario_kwargs={...})``:
+
+1. pass a :class:`Scenario` object;
+2. register a factory under a name: ``scenarios.register("shoppers", make_shoppers)``;
+3. install a package that declares an entry point in the group ``flexrec.scenarios``
+   (``[project.entry-points."flexrec.scenarios"] shoppers = "shop_sim:ShopperScenario"``): the name then works
+   everywhere, the command line included.
+
+A ``"package.module:Factory"`` string also works. Named scenarios are built once per set of arguments and shared
+(scenarios are read-only after construction), and every scenario the environment has not seen yet goes through
+:func:`check_scenario`.
+"""
 
 from __future__ import annotations
 
+import importlib
+import json
 from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
 from typing import Any
+from weakref import WeakSet
 
 from scenarios.base import Request, RequestBatch, Scenario
+from scenarios.check import ScenarioCheckError, check_scenario
 from scenarios.synthetic import SyntheticConfig, SyntheticScenario
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "Request",
     "RequestBatch",
     "Scenario",
+    "ScenarioCheckError",
     "SyntheticConfig",
     "SyntheticScenario",
     "available_scenarios",
+    "check_scenario",
     "make_scenario",
     "register",
 ]
 
+#: Entry-point group through which installed packages provide scenarios.
+ENTRY_POINT_GROUP = "flexrec.scenarios"
+
 ScenarioFactory = Callable[..., Scenario]
 _FACTORIES: dict[str, tuple[ScenarioFactory, str]] = {}
+_BUILT: dict[tuple[str, str], Scenario] = {}
+_CHECKED: WeakSet[Scenario] = WeakSet()
 
 
 def register(name: str, factory: ScenarioFactory, description: str = "") -> None:
-    """Make ``factory(**scenario_kwargs)`` available as ``gym.make("FlexRec-v0", scenario=name, ...)``."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"scenario name must be a non-empty string, got {name!r}")
+    """Make ``factory(**scenario_kwargs)`` available by ``name``; a later call with the same name replaces it."""
+    if not isinstance(name, str) or not name or ":" in name:
+        raise ValueError(f"scenario name must be a non-empty string without ':', got {name!r}")
     if not callable(factory):
         raise TypeError(f"scenario factory for {name!r} must be callable, got {type(factory).__name__}")
-    _FACTORIES[name] = (factory, description or (getattr(factory, "description", "") or "").strip())
+    _FACTORIES[name] = (factory, description or _first_line(getattr(factory, "description", "") or factory.__doc__))
+    for key in [key for key in _BUILT if key[0] == name]:
+        del _BUILT[key]
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+def _entry_points() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def available_scenarios() -> dict[str, str]:
-    """Registered scenario names with their one-line descriptions."""
-    return {name: description for name, (_, description) in sorted(_FACTORIES.items())}
+    """Every scenario name that works in ``gym.make`` (registered and installed), with a one-line description."""
+    found = {name: description for name, (_, description) in _FACTORIES.items()}
+    for name, ep in _entry_points().items():
+        if name not in found:
+            try:
+                factory = ep.load()
+                found[name] = _first_line(getattr(factory, "description", "") or factory.__doc__) + f"  [{ep.value}]"
+            except Exception as error:  # noqa: BLE001  (a broken plug-in must not hide the others)
+                found[name] = f"(cannot be loaded: {error!r})  [{ep.value}]"
+    return dict(sorted(found.items()))
 
 
-def make_scenario(spec: str | Scenario, kwargs: Mapping[str, Any] | None = None) -> Scenario:
-    """A scenario from a registered name (built with ``kwargs``) or a scenario object (used as is)."""
+def _factory(spec: str) -> ScenarioFactory:
+    if spec in _FACTORIES:
+        return _FACTORIES[spec][0]
+    installed = _entry_points()
+    if spec in installed:
+        factory: ScenarioFactory = installed[spec].load()
+        return factory
+    if ":" in spec:
+        module_name, _, attribute = spec.partition(":")
+        try:
+            return getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as error:
+            raise ValueError(f"cannot load scenario {spec!r}: {error}; expected 'package.module:Factory'") from error
+    allowed = sorted({*_FACTORIES, *installed})
+    raise ValueError(f"unknown scenario {spec!r}; allowed: {allowed}, or 'package.module:Factory'")
+
+
+def make_scenario(spec: str | Scenario, kwargs: Mapping[str, Any] | None = None, check: bool = True) -> Scenario:
+    """A scenario from a name, an entry point, a ``"module:Factory"`` string (built with ``kwargs``) or an object.
+
+    With ``check``, a scenario not seen before is checked against the contract (:func:`check_scenario`).
+    """
     if isinstance(spec, Scenario):
         if kwargs:
             raise ValueError(f"scenario_kwargs {dict(kwargs)} only apply to a scenario given by name, not to {spec!r}")
-        return spec
-    if not isinstance(spec, str):
+        scenario = spec
+    elif isinstance(spec, str):
+        key = (spec, json.dumps(dict(kwargs or {}), sort_keys=True, default=repr))
+        if key not in _BUILT:
+            built = _factory(spec)(**dict(kwargs or {}))
+            if not isinstance(built, Scenario):
+                raise TypeError(f"scenario factory {spec!r} returned {type(built).__name__}, not a scenarios.Scenario")
+            _BUILT[key] = built
+        scenario = _BUILT[key]
+    else:
         raise TypeError(f"scenario must be a name or a Scenario, got {type(spec).__name__}: {spec!r}")
-    if spec not in _FACTORIES:
-        raise ValueError(f"unknown scenario {spec!r}; allowed: {sorted(_FACTORIES)}")
-    factory, _ = _FACTORIES[spec]
-    scenario = factory(**dict(kwargs or {}))
-    if not isinstance(scenario, Scenario):
-        raise TypeError(f"scenario factory {spec!r} returned {type(scenario).__name__}, not a Scenario")
+    if check and scenario not in _CHECKED:
+        check_scenario(scenario)
+        _CHECKED.add(scenario)
     return scenario
 
 

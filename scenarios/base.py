@@ -13,8 +13,8 @@ draw comes from the generator the environment passes in, so episodes are reprodu
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 import numpy as np
@@ -48,24 +48,39 @@ class RequestBatch:
     interest: NDArray[np.int64]
     """``(B, N)`` ground truth: the user's interest grade in each candidate, in ``[0, max_grade]``."""
 
+    extras: Mapping[str, NDArray] = field(default_factory=dict)
+    """Scenario-specific arrays with the batch axis first (e.g. ``{"price": (B, N)}``), for needs of its own."""
+
     def __len__(self) -> int:
         return int(self.user_ids.shape[0])
+
+    def _arrays(self) -> dict[str, NDArray]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extras"}
 
     def take(self, index: NDArray[np.integer] | slice | int) -> RequestBatch:
         """The sub-batch at ``index`` (an int keeps a batch axis of 1)."""
         if isinstance(index, (int, np.integer)):
             index = slice(int(index), int(index) + 1)
-        return RequestBatch(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+        arrays = {name: value[index] for name, value in self._arrays().items()}
+        return RequestBatch(**arrays, extras={name: value[index] for name, value in self.extras.items()})
+
+    def equals(self, other: RequestBatch) -> bool:
+        """Whether both batches hold the same values."""
+        mine, theirs = self._arrays(), other._arrays()
+        if self.extras.keys() != other.extras.keys():
+            return False
+        same_extras = all(np.array_equal(value, other.extras[key]) for key, value in self.extras.items())
+        return same_extras and all(np.array_equal(mine[name], theirs[name]) for name in mine)
 
     @staticmethod
     def concatenate(batches: Sequence[RequestBatch]) -> RequestBatch:
         """Stack batches along the batch axis (histories are padded to the longest)."""
         width = max(b.history.shape[1] for b in batches)
         padded = [np.pad(b.history, ((0, 0), (0, width - b.history.shape[1])), constant_values=-1) for b in batches]
-        arrays = {
-            f.name: np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(RequestBatch) if f.name != "history"
-        }
-        return RequestBatch(history=np.concatenate(padded), **arrays)
+        names = [f.name for f in fields(RequestBatch) if f.name not in ("history", "extras")]
+        arrays = {name: np.concatenate([getattr(b, name) for b in batches]) for name in names}
+        extras = {key: np.concatenate([b.extras[key] for b in batches]) for key in batches[0].extras}
+        return RequestBatch(history=np.concatenate(padded), extras=extras, **arrays)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from scenarios.base import RequestBatch, Scenario
+from scenarios.tools import alias_draw, alias_table, percentile_ranks, successive_sample
 
 CATEGORY_NAMES = ("Action", "Comedy", "Drama", "Documentary", "Horror", "Romance", "Sci-Fi", "Animation",
                   "Thriller", "Fantasy", "Musical", "Western")  # fmt: skip
@@ -68,29 +69,6 @@ class SyntheticConfig:
         for name in ("popularity_exponent", "positive_boost", "hard_negative_boost"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"synthetic {name}={getattr(self, name)!r}; allowed: a number > 0")
-
-
-def _percentiles(values: NDArray, valid: NDArray[np.bool_]) -> NDArray[np.float32]:
-    """Per row, the percentile (0..1) of each valid entry among the valid entries of its row; 0 elsewhere."""
-    keyed = np.where(valid, values, -np.inf)
-    ranks = np.argsort(np.argsort(keyed, axis=-1, kind="stable"), axis=-1)  # invalid entries rank first
-    num_invalid = (~valid).sum(axis=-1, keepdims=True)
-    num_valid = np.maximum(valid.sum(axis=-1, keepdims=True) - 1, 1)
-    return np.where(valid, (ranks - num_invalid) / num_valid, 0.0).astype(np.float32)
-
-
-def alias_table(weights: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-    """Walker's alias table (Vose's construction) for O(1) draws proportional to ``weights``."""
-    n = len(weights)
-    scaled = weights * n / weights.sum()
-    prob, alias = np.ones(n), np.arange(n)
-    small, large = [i for i in range(n) if scaled[i] < 1.0], [i for i in range(n) if scaled[i] >= 1.0]
-    while small and large:
-        s, g = small.pop(), large.pop()
-        prob[s], alias[s] = scaled[s], g
-        scaled[g] -= 1.0 - scaled[s]
-        (small if scaled[g] < 1.0 else large).append(g)
-    return prob, alias
 
 
 class SyntheticScenario(Scenario):
@@ -141,9 +119,9 @@ class SyntheticScenario(Scenario):
         recent = cumulative - np.vstack([np.zeros((c.recent_window, c.num_items)), cumulative[: -c.recent_window]])
         clock = slice(c.num_periods, 2 * c.num_periods)  # requests happen at periods 0..num_periods-1
         self._released = released[clock]  # (P, I)
-        self._popularity = _percentiles(cumulative[clock], self._released)
-        self._recent = _percentiles(recent[clock], self._released)
-        self._freshness = _percentiles(np.broadcast_to(self.release.astype(float), self._released.shape), self._released)
+        self._popularity = percentile_ranks(cumulative[clock], self._released)
+        self._recent = percentile_ranks(recent[clock], self._released)
+        self._freshness = percentile_ranks(np.broadcast_to(self.release.astype(float), self._released.shape), self._released)
 
         # Histories, drawn before the clock starts.
         logits = 4.0 * affinity + 0.5 * np.log(base) + np.where(self.release < 0, 0.0, -np.inf)
@@ -200,40 +178,24 @@ class SyntheticScenario(Scenario):
     def _sample_candidates(
         self, rng: np.random.Generator, users: NDArray[np.int64], periods: NDArray[np.int64], num_candidates: int
     ) -> NDArray[np.int64]:
-        """N distinct items per request, weighted sampling without replacement, in random order.
+        """N distinct items per request, weighted without replacement (proposal x acceptance), in random order."""
 
-        Successive sampling: draw with replacement from the period's proposal (alias method), accept with the user's acceptance
-        probability (together: the product weight), and keep the first N distinct accepted items. Rows that come
-        up short are drawn again with twice the proposals.
-        """
-        items = np.zeros((len(users), num_candidates), dtype=np.int64)
-        todo, proposals = np.arange(len(users)), 4 * num_candidates
-        for _ in range(12):
-            u, p = users[todo], periods[todo]
-            uniform = rng.random((3, len(todo), proposals), dtype=np.float32)
-            column = np.minimum((uniform[0] * self.num_items).astype(np.int64), self.num_items - 1)  # (R, M)
-            at = (p[:, None], column)
-            draws = np.where(uniform[1] < self._alias_prob[at], column, self._alias[at])  # (R, M) item ids, alias method
-            accepted = uniform[2] < self._acceptance[u[:, None], draws]
-            draws = np.where(accepted, draws, -1)
-            order = np.argsort(draws, axis=1, kind="stable")
-            ordered = np.take_along_axis(draws, order, axis=1)
-            first = np.ones_like(accepted)
-            first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-            keep = np.zeros_like(accepted)
-            np.put_along_axis(keep, order, first & (ordered >= 0), axis=1)  # first accepted draw of each item
-            keep &= np.cumsum(keep, axis=1) <= num_candidates
-            done = keep.sum(axis=1) == num_candidates
-            items[todo[done]] = draws[done][keep[done]].reshape(-1, num_candidates)
-            todo, proposals = todo[~done], 2 * proposals
-            if not len(todo):
-                shuffle = np.argsort(rng.random(items.shape), axis=1)  # position carries no information
-                return np.take_along_axis(items, shuffle, axis=1)
-        raise ValueError(
-            f"the synthetic catalogue has too few eligible items for num_candidates={num_candidates} (user "
-            f"{int(users[todo[0]])}, period {int(periods[todo[0]])}); increase num_items (now {self.num_items}) "
-            "or lower num_candidates"
-        )
+        def propose(rows: NDArray[np.int64], m: int) -> NDArray[np.int64]:
+            uniform = rng.random((2, len(rows), m), dtype=np.float32)
+            return alias_draw(self._alias_prob, self._alias, uniform[0], uniform[1], table=periods[rows])
+
+        def accept(rows: NDArray[np.int64], draws: NDArray[np.int64]) -> NDArray[np.bool_]:
+            return rng.random(draws.shape, dtype=np.float32) < self._acceptance[users[rows, None], draws]
+
+        try:
+            items = successive_sample(len(users), num_candidates, propose, accept)
+        except ValueError:
+            raise ValueError(
+                f"the synthetic catalogue has too few eligible items for num_candidates={num_candidates}; "
+                f"increase num_items (now {self.num_items}) or lower num_candidates"
+            ) from None
+        shuffle = np.argsort(rng.random(items.shape), axis=1)  # position carries no information
+        return np.take_along_axis(items, shuffle, axis=1)
 
     def item_title(self, item_id: int) -> str:
         category = CATEGORY_NAMES[int(self.item_category[item_id])]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scenarios import SyntheticConfig, SyntheticScenario, available_scenarios, make_scenario
-from scenarios.synthetic import alias_table
+from scenarios.tools import alias_table, percentile_ranks
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +76,11 @@ def test_registry_and_errors():
         SyntheticConfig(num_users=0)
     with pytest.raises(ValueError, match="num_candidates=20"):
         SyntheticScenario(num_items=12).sample_requests(np.random.default_rng(0), 4, 20)
+
+
+def test_percentile_ranks_share_ties():
+    np.testing.assert_allclose(percentile_ranks(np.array([3.0, 1.0, 1.0, 2.0, 5.0])), [0.75, 0.125, 0.125, 0.5, 1.0])
+    valid = np.array([[True, True, False], [True, True, True]])
+    np.testing.assert_allclose(
+        percentile_ranks(np.array([[3.0, 1.0, 2.0], [1.0, 1.0, 1.0]]), valid), [[1, 0, 0], [0.5, 0.5, 0.5]]
+    )

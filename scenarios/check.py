@@ -1,0 +1,169 @@
+"""``check_scenario``: checks that a user simulator meets the scenario contract, like gymnasium's ``check_env``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from scenarios.base import RequestBatch, Scenario
+
+if TYPE_CHECKING:
+    from flexrec_env.needs import Need
+
+logger = logging.getLogger(__name__)
+
+
+class ScenarioCheckError(ValueError):
+    """A scenario breaks the contract; the message lists every problem found and how to fix it."""
+
+
+def _attribute_problems(scenario: Scenario) -> list[str]:
+    problems = []
+    for name in ("num_items", "num_users", "num_categories", "candidate_feature_dim", "user_feature_dim", "max_grade"):
+        value = getattr(scenario, name, None)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            problems.append(f"attribute {name}={value!r}: set it to a positive integer in __init__")
+    categories = np.asarray(getattr(scenario, "item_category", None))
+    if categories.shape != (getattr(scenario, "num_items", -1),):
+        problems.append(f"item_category must be an array of shape (num_items,), got shape {categories.shape}")
+    elif not ((categories >= 0) & (categories < scenario.num_categories)).all():
+        problems.append("item_category holds values outside [0, num_categories)")
+    return problems
+
+
+def _batch_problems(scenario: Scenario, batch: Any, num_requests: int, num_candidates: int) -> list[str]:
+    if not isinstance(batch, RequestBatch):
+        return [f"sample_requests returned {type(batch).__name__}; return a scenarios.RequestBatch"]
+    b, n = num_requests, num_candidates
+    expected: dict[str, tuple[tuple[int, ...] | None, str]] = {
+        "user_ids": ((b,), "i"),
+        "times": ((b,), "f"),
+        "history": (None, "i"),
+        "candidates": ((b, n), "i"),
+        "candidate_features": ((b, n, scenario.candidate_feature_dim), "float32"),
+        "user_features": ((b, scenario.user_feature_dim), "float32"),
+        "category": ((b, n), "i"),
+        "popularity": ((b, n), "f"),
+        "recent_popularity": ((b, n), "f"),
+        "freshness": ((b, n), "f"),
+        "interest": ((b, n), "i"),
+    }
+    problems = []
+    for field in fields(RequestBatch):
+        if field.name == "extras":
+            continue
+        value = getattr(batch, field.name)
+        shape, kind = expected[field.name]
+        if not isinstance(value, np.ndarray):
+            problems.append(f"{field.name} is a {type(value).__name__}; make it a numpy array")
+            continue
+        if shape is not None and value.shape != shape:
+            problems.append(f"{field.name} has shape {value.shape}, expected {shape}")
+        if kind == "float32" and value.dtype != np.float32:
+            problems.append(f"{field.name} has dtype {value.dtype}; cast it with .astype(np.float32)")
+        elif kind in "if" and value.dtype.kind not in ("iu" if kind == "i" else "fiu"):
+            problems.append(f"{field.name} has dtype {value.dtype}; expected {'integers' if kind == 'i' else 'numbers'}")
+        elif value.dtype.kind == "f" and not np.isfinite(value).all():
+            problems.append(f"{field.name} has NaN or infinite values")
+    return problems or _value_problems(scenario, batch, n)
+
+
+def _value_problems(scenario: Scenario, batch: RequestBatch, n: int) -> list[str]:
+    problems = []
+    b = len(batch.user_ids)
+    for name, value in batch.extras.items():
+        if not isinstance(value, np.ndarray) or value.shape[:1] != (b,):
+            problems.append(f"extras[{name!r}] must be an array with the batch axis first, shape ({b}, ...)")
+    if batch.history.ndim != 2 or len(batch.history) != b:
+        problems.append(f"history has shape {batch.history.shape}, expected ({b}, H) padded with -1")
+    ranges: dict[str, tuple[np.ndarray, float, float]] = {
+        "user_ids": (batch.user_ids, 0, scenario.num_users - 1),
+        "candidates": (batch.candidates, 0, scenario.num_items - 1),
+        "history": (batch.history, -1, scenario.num_items - 1),
+        "category": (batch.category, 0, scenario.num_categories - 1),
+        "interest": (batch.interest, 0, scenario.max_grade),
+        "popularity": (batch.popularity, 0.0, 1.0),
+        "recent_popularity": (batch.recent_popularity, 0.0, 1.0),
+        "freshness": (batch.freshness, 0.0, 1.0),
+    }
+    for name, (value, low, high) in ranges.items():
+        if np.size(value) and (np.min(value) < low or np.max(value) > high):
+            problems.append(f"{name} has values in [{np.min(value)}, {np.max(value)}], outside the allowed [{low}, {high}]")
+    repeats = [i for i, row in enumerate(batch.candidates) if len(np.unique(row)) != n]
+    if repeats:
+        problems.append(f"candidates repeat an item within a request (request {repeats[0]}); sample without replacement")
+    categories = np.asarray(scenario.item_category)[np.clip(batch.candidates, 0, scenario.num_items - 1)]
+    if not np.array_equal(categories, batch.category):
+        problems.append("category disagrees with item_category[candidates]")
+    return problems
+
+
+def _need_problems(
+    scenario: Scenario, batch: RequestBatch, needs: list[Need], min_fraction: float
+) -> tuple[list[str], list[str]]:
+    problems: list[str] = []
+    warnings: list[str] = []
+    for need in needs:
+        try:
+            relevance = np.asarray(need.relevance(batch))
+        except Exception as error:  # noqa: BLE001  (reported to the user with the need's name)
+            problems.append(f"need {need.name!r} failed on this scenario's requests: {error!r}")
+            continue
+        if relevance.shape != batch.candidates.shape:
+            problems.append(
+                f"need {need.name!r} returned relevance of shape {relevance.shape}, expected {batch.candidates.shape}"
+            )
+            continue
+        fraction = float((relevance > 0).any(axis=1).mean())
+        if fraction < min_fraction:
+            message = (
+                f"need {need.name!r} has a relevant candidate in only {fraction:.0%} of requests (at least "
+                f"{min_fraction:.0%} expected): put more items that are relevant for it into candidate sets"
+            )
+            (warnings if need.held_out else problems).append(message)
+    return problems, warnings
+
+
+def check_scenario(
+    scenario: Scenario, num_requests: int = 64, num_candidates: int = 20, seed: int = 0, min_fraction: float = 0.5
+) -> None:
+    """Check a scenario against the contract; raise :class:`ScenarioCheckError` listing every problem found.
+
+    Checks attributes, the shapes, dtypes and ranges of a sampled :class:`RequestBatch`, that the same seed gives
+    the same requests, and that every need (built-in and the scenario's own) finds a relevant candidate in at
+    least ``min_fraction`` of requests (held-out compositions only warn).
+    """
+    from flexrec_env.needs import Need, builtin_needs, register_need
+
+    if not isinstance(scenario, Scenario):
+        raise ScenarioCheckError(f"{scenario!r} is a {type(scenario).__name__}; subclass scenarios.Scenario")
+    problems = _attribute_problems(scenario)
+    if problems:
+        raise ScenarioCheckError(_format(scenario, problems))
+    try:
+        batch = scenario.sample_requests(np.random.default_rng(seed), num_requests, num_candidates)
+        again = scenario.sample_requests(np.random.default_rng(seed), num_requests, num_candidates)
+    except Exception as error:
+        raise ScenarioCheckError(_format(scenario, [f"sample_requests raised {error!r}"])) from error
+    problems = _batch_problems(scenario, batch, num_requests, num_candidates)
+    if problems:
+        raise ScenarioCheckError(_format(scenario, problems))
+    if not batch.equals(again):
+        problems.append("the same generator seed gave different requests: draw every random number from the rng argument")
+    own = [n for n in scenario.needs() if isinstance(n, Need)]
+    if len(own) != len(scenario.needs()):
+        problems.append("needs() must return flexrec_env.needs.Need objects")
+    needs = [*builtin_needs(), *(register_need(n) for n in own)]
+    need_problems, warnings = _need_problems(scenario, batch, list({n.name: n for n in needs}.values()), min_fraction)
+    problems += need_problems
+    for warning in warnings:
+        logger.warning("scenario %s: %s", scenario, warning)
+    if problems:
+        raise ScenarioCheckError(_format(scenario, problems))
+
+
+def _format(scenario: Scenario, problems: list[str]) -> str:
+    return f"scenario {scenario!r} breaks the scenario contract:\n" + "\n".join(f"  - {p}" for p in problems)
