@@ -1,36 +1,21 @@
-"""Non-learning rankers: a random ranker and a need-aware heuristic.
+"""Non-learning rankers: random, popularity, a need-aware heuristic, and the oracle (the upper bound).
 
-Every agent ranks a request: ``agent.rank(request, observation)`` returns candidate indices, best first. The
-heuristic reads only what the environment shows (``env.unwrapped.request``: history, categories, popularity
-signals, and the need's feature vector in the observation), never the ground truth.
+All read only what the environment shows (``env.unwrapped.request`` and the observation), except the oracle,
+which sorts by the true relevance and exists to show the ceiling: it is labelled as such everywhere.
 """
 
 from __future__ import annotations
 
-import abc
-from typing import Any, ClassVar
+from typing import Any, Literal
 
-import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
+from agents.base import Agent
 from flexrec_env.needs import NEED_FEATURE_NAMES
 from scenarios import Request
 
 _AXIS = {name: i for i, name in enumerate(NEED_FEATURE_NAMES)}
-
-
-class Agent(abc.ABC):
-    """Anything that ranks a request."""
-
-    name: ClassVar[str] = "agent"
-
-    @abc.abstractmethod
-    def rank(self, request: Request, observation: dict[str, Any]) -> NDArray[np.int64]:
-        """Candidate indices, best first (at least K of them, no repeats)."""
-
-    def seed(self, seed: int | None) -> None:  # noqa: B027  (optional hook)
-        """Reseed the agent's own randomness, if it has any."""
 
 
 class RandomAgent(Agent):
@@ -44,8 +29,37 @@ class RandomAgent(Agent):
     def seed(self, seed: int | None) -> None:
         self.rng = np.random.default_rng(seed)
 
-    def rank(self, request: Request, observation: dict[str, Any]) -> NDArray[np.int64]:
+    def rank(self, request: Request, observation: dict[str, Any], info: dict[str, Any]) -> NDArray[np.int64]:
         return self.rng.permutation(len(request.candidates)).astype(np.int64)
+
+
+class PopularityAgent(Agent):
+    """Ranks by popularity: all-time (``window="all"``) or in the recent window (``window="recent"``)."""
+
+    def __init__(self, window: Literal["all", "recent"] = "all") -> None:
+        if window not in ("all", "recent"):
+            raise ValueError(f"window={window!r}; allowed: 'all' or 'recent'")
+        self.window = window
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "popularity" if self.window == "all" else "popularity-recent"
+
+    def rank(self, request: Request, observation: dict[str, Any], info: dict[str, Any]) -> NDArray[np.int64]:
+        signal = request.popularity if self.window == "all" else request.recent_popularity
+        return np.argsort(-signal, kind="stable").astype(np.int64)
+
+
+class OracleAgent(Agent):
+    """The upper bound, not a recommender: sorts by the true need-specific relevance (``expose_truth=True``)."""
+
+    name = "oracle (upper bound)"
+    needs_truth = True
+
+    def rank(self, request: Request, observation: dict[str, Any], info: dict[str, Any]) -> NDArray[np.int64]:
+        if "relevance" not in info:
+            raise ValueError("the oracle reads the true relevance: make the env with expose_truth=True")
+        return np.argsort(-np.asarray(info["relevance"]), kind="stable").astype(np.int64)
 
 
 class NeedAwareHeuristic(Agent):
@@ -62,7 +76,8 @@ class NeedAwareHeuristic(Agent):
         self.signal_weight = signal_weight
 
     def scores(self, request: Request, need: NDArray[np.float32]) -> NDArray[np.float64]:
-        history = np.bincount(np.asarray(request.history_categories, dtype=np.int64), minlength=int(request.category.max()) + 1)
+        size = max(int(request.category.max()), max(request.history_categories, default=0)) + 1
+        history = np.bincount(np.asarray(request.history_categories, dtype=np.int64), minlength=size)
         taste = history[request.category] / max(len(request.history_categories), 1)  # (N,)
         w = self.signal_weight
         return (
@@ -72,7 +87,7 @@ class NeedAwareHeuristic(Agent):
             + w * need[_AXIS["fresh"]] * request.freshness
         )
 
-    def rank(self, request: Request, observation: dict[str, Any]) -> NDArray[np.int64]:
+    def rank(self, request: Request, observation: dict[str, Any], info: dict[str, Any]) -> NDArray[np.int64]:
         need = np.asarray(observation["need"])
         scores = self.scores(request, need)
         if need[_AXIS["diverse"]] <= 0:
@@ -87,14 +102,3 @@ class NeedAwareHeuristic(Agent):
             available[best] = False
             seen[request.category[best]] += 1
         return np.array(ranking, dtype=np.int64)
-
-
-def run_episode(env: gym.Env, agent: Agent, seed: int | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Play one episode by placing the agent's ranking position by position; returns the last info."""
-    observation, info = env.reset(seed=seed, options=options)
-    ranking = agent.rank(env.unwrapped.request, observation)  # type: ignore[attr-defined]
-    for action in ranking:
-        observation, _, terminated, truncated, info = env.step(int(action))
-        if terminated or truncated:
-            return info
-    raise RuntimeError(f"agent {agent.name!r} returned {len(ranking)} items, fewer than the list length")

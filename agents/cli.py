@@ -8,24 +8,14 @@ from typing import Any
 
 import click
 import gymnasium as gym
-import numpy as np
 from tqdm import tqdm
 
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
-from agents.baselines import Agent, NeedAwareHeuristic, RandomAgent, run_episode
+from agents.base import Agent, play_episode
+from agents.baselines import NeedAwareHeuristic, RandomAgent
+from agents.evaluation import format_ci, mean_ci
 from flexrec_env.needs import registered_needs
 from scenarios import available_scenarios, make_scenario
-
-
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its normal 95% confidence interval."""
-    array = np.asarray(values, dtype=np.float64)
-    half = 1.96 * array.std(ddof=1) / np.sqrt(len(array)) if len(array) > 1 else 0.0
-    return float(array.mean()), float(half)
-
-
-def format_ci(mean: float, half_width: float) -> str:
-    return f"{mean:.3f} ± {half_width:.3f}"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -91,7 +81,7 @@ def quickstart(episodes: int, seed: int, scenario: str, scenario_args: tuple[str
             env = gym.make("FlexRec-v0", need=need.name, scenario=scenario, scenario_kwargs=parse_scenario_args(scenario_args))
             for agent in agents:
                 agent.seed(seed)
-                scores = [run_episode(env, agent, seed=seed + i)["metrics"]["NDCG@5"] for i in range(episodes)]
+                scores = [play_episode(env, agent, seed=seed + i)["metrics"]["NDCG@5"] for i in range(episodes)]
                 results.setdefault(need.name, {})[agent.name] = scores
                 bar.update(episodes)
     header = f"{'need':<16}" + "".join(f"{a.name + ' NDCG@5':>24}" for a in agents)

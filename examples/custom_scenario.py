@@ -14,7 +14,8 @@ import numpy as np
 
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
 import scenarios
-from agents.baselines import NeedAwareHeuristic, RandomAgent, run_episode
+from agents.baselines import NeedAwareHeuristic, RandomAgent
+from agents.evaluation import evaluate
 from flexrec_env.needs import Need, need_features
 from scenarios import RequestBatch, Scenario
 from scenarios.tools import percentile_ranks
@@ -82,8 +83,6 @@ class ShopperScenario(Scenario):
 
 if __name__ == "__main__":
     scenarios.register("shoppers", ShopperScenario)
-    env = gym.make("FlexRec-v0", scenario="shoppers", need=["budget", "interest"])
+    env = gym.make("FlexRec-v0", scenario="shoppers", need=["budget", "interest"])  # ready for any agent
     for agent in (RandomAgent(seed=0), NeedAwareHeuristic()):
-        for need in ("budget", "interest", "niche"):
-            scores = [run_episode(env, agent, seed=i, options={"need": need})["metrics"]["NDCG@5"] for i in range(200)]
-            print(f"{agent.name:<11} {need:<9} NDCG@5 {np.mean(scores):.3f}")
+        print(evaluate(agent, {"scenario": "shoppers"}, needs=["budget", "interest", "niche"], episodes=200).table(), "\n")

@@ -1,0 +1,97 @@
+"""One evaluation routine for every agent: seeded episodes per need, true-relevance metrics with 95% CIs.
+
+Every agent sees the same requests: episode i of a need is played with ``seed + i`` whatever the agent, so
+differences between agents are paired. Metrics come from ``info["metrics"]`` (true relevance), never from the
+feedback labels the agents may have trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import flexrec_env  # noqa: F401  (registers FlexRec-v0)
+from agents.base import Agent, play_episode
+from flexrec_env.needs import Need, resolve_needs
+
+#: The metrics reported by default, in table order.
+REPORTED_METRICS = ("NDCG@5", "NDCG@10", "Recall@5", "Recall@10")
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% confidence interval (normal approximation; 0 for one value)."""
+    array = np.asarray(values, dtype=np.float64)
+    if len(array) == 0:
+        raise ValueError("mean_ci needs at least one value")
+    half = 1.96 * array.std(ddof=1) / math.sqrt(len(array)) if len(array) > 1 else 0.0
+    return float(array.mean()), float(half)
+
+
+def format_ci(mean: float, half_width: float) -> str:
+    return f"{mean:.3f} ± {half_width:.3f}"
+
+
+@dataclass
+class Evaluation:
+    """Per-episode metric values of one agent, per need."""
+
+    agent: str
+    values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    """``values[need][metric]``: one value per episode."""
+    held_out: dict[str, bool] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, dict[str, dict[str, float]]]:
+        """``{need: {metric: {"mean", "ci95", "n"}}}``."""
+        return {
+            need: {m: {"mean": mean_ci(v)[0], "ci95": mean_ci(v)[1], "n": len(v)} for m, v in metrics.items()}
+            for need, metrics in self.values.items()
+        }
+
+    def to_json(self) -> str:
+        return json.dumps({"agent": self.agent, "held_out": self.held_out, "metrics": self.summary()}, indent=2)
+
+    def table(self, metrics: Sequence[str] = REPORTED_METRICS) -> str:
+        """A text table: one row per need (held-out needs marked ``*``), ``mean ± ci95`` per metric."""
+        header = f"{'need':<18}" + "".join(f"{m:>18}" for m in metrics)
+        lines = [f"agent: {self.agent}", header, "-" * len(header)]
+        for need, values in self.values.items():
+            label = need + (" *" if self.held_out.get(need) else "")
+            lines.append(f"{label:<18}" + "".join(f"{format_ci(*mean_ci(values[m])):>18}" for m in metrics))
+        return "\n".join(lines)
+
+
+def evaluate(
+    agent: Agent,
+    env_kwargs: dict[str, Any] | None = None,
+    needs: str | Need | Sequence[str | Need] | None = None,
+    episodes: int = 200,
+    seed: int = 0,
+    metrics: Sequence[str] = REPORTED_METRICS,
+) -> Evaluation:
+    """Play ``episodes`` seeded episodes per need with ``agent`` and collect the true-relevance metrics.
+
+    ``env_kwargs`` are ``gym.make("FlexRec-v0", ...)`` arguments (the need is set per evaluation); ``needs``
+    defaults to the env's ``need`` argument.
+    """
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes={episodes!r}; allowed: an integer >= 1")
+    env_kwargs = dict(env_kwargs or {})
+    chosen = resolve_needs(needs if needs is not None else env_kwargs.pop("need", "interest"))
+    env_kwargs.pop("need", None)
+    result = Evaluation(agent=agent.name)
+    for need in chosen:
+        env = gym.make("FlexRec-v0", need=need, expose_truth=agent.needs_truth, **env_kwargs)
+        agent.seed(seed)
+        infos = [play_episode(env, agent, seed=seed + i) for i in range(episodes)]
+        unknown = sorted(set(metrics) - set(infos[0]["metrics"]))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; allowed: {sorted(infos[0]['metrics'])}")
+        result.values[need.name] = {m: [float(info["metrics"][m]) for info in infos] for m in metrics}
+        result.held_out[need.name] = need.held_out
+    return result
