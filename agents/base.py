@@ -22,7 +22,8 @@ from scenarios import Request
 class Agent:
     """Anything that ranks. Subclasses implement :meth:`rank` or :meth:`act` (or both)."""
 
-    name: ClassVar[str] = "agent"
+    name: str = "agent"
+    """Label in tables and logs."""
     #: Whether the agent needs the true relevance (``expose_truth=True``); only the oracle does.
     needs_truth: ClassVar[bool] = False
 

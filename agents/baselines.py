@@ -40,10 +40,7 @@ class PopularityAgent(Agent):
         if window not in ("all", "recent"):
             raise ValueError(f"window={window!r}; allowed: 'all' or 'recent'")
         self.window = window
-
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return "popularity" if self.window == "all" else "popularity-recent"
+        self.name = "popularity" if window == "all" else "popularity-recent"
 
     def rank(self, request: Request, observation: dict[str, Any], info: dict[str, Any]) -> NDArray[np.int64]:
         signal = request.popularity if self.window == "all" else request.recent_popularity

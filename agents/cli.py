@@ -11,10 +11,11 @@ import gymnasium as gym
 from tqdm import tqdm
 
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
-from agents.base import Agent, play_episode
+from agents.base import Agent, TrainableAgent, play_episode
 from agents.baselines import NeedAwareHeuristic, RandomAgent
-from agents.evaluation import format_ci, mean_ci
-from flexrec_env.needs import registered_needs
+from agents.evaluation import Evaluation, evaluate, format_ci, mean_ci
+from agents.registry import AGENTS, load_agent, make_agent
+from flexrec_env.needs import held_out_needs, registered_needs, resolve_needs, training_needs
 from scenarios import available_scenarios, make_scenario
 
 
@@ -24,18 +25,22 @@ def main() -> None:
     """Train and evaluate need-following recommenders on the FlexRec environment."""
 
 
-def parse_scenario_args(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``key=value`` pairs as scenario keyword arguments; values are JSON when they parse (numbers, booleans)."""
+def parse_pairs(pairs: tuple[str, ...] | list[str], option: str = "--scenario-arg") -> dict[str, Any]:
+    """``key=value`` pairs as keyword arguments; values are JSON when they parse (numbers, booleans, lists)."""
     kwargs: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{pair!r}; expected key=value, e.g. path=data/ml-100k", param_hint="--scenario-arg")
+            raise click.BadParameter(f"{pair!r}; expected key=value, e.g. path=data/ml-100k", param_hint=option)
         try:
             kwargs[key] = json.loads(value)
         except json.JSONDecodeError:
             kwargs[key] = value
     return kwargs
+
+
+def parse_scenario_args(pairs: tuple[str, ...]) -> dict[str, Any]:
+    return parse_pairs(pairs, "--scenario-arg")
 
 
 scenario_option = click.option(
@@ -97,6 +102,225 @@ def quickstart(episodes: int, seed: int, scenario: str, scenario_args: tuple[str
             n: {a: dict(zip(("mean", "ci95"), mean_ci(v), strict=True)) for a, v in row.items()} for n, row in results.items()
         }
         out.write_text(json.dumps(summary, indent=2))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Configuration files: keys are option names; options given on the command line override them.
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A YAML or TOML file as a dict (``.toml`` is TOML; anything else is read as YAML)."""
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data: Any = tomllib.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+    except Exception as error:  # noqa: BLE001  (any parse error becomes a usage error naming the file)
+        raise click.BadParameter(f"{path}: {error}", param_hint="--config") from error
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{path} must hold a mapping of option names to values", param_hint="--config")
+    return data
+
+
+def _to_pairs(mapping: dict[str, Any]) -> list[str]:
+    return [f"{key}={json.dumps(value)}" for key, value in mapping.items()]
+
+
+def load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    if value is None:
+        return
+    data = {key.replace("-", "_"): item for key, item in read_config(value).items()}
+    for key in ("scenario_args", "settings", "env_args"):
+        if isinstance(data.get(key), dict):
+            data[key] = _to_pairs(data[key])
+    if isinstance(data.get("need"), list):
+        data["need"] = ",".join(data["need"])
+    known = {p.name for p in ctx.command.params}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise click.BadParameter(
+            f"unknown key(s) {unknown} in {value}; allowed: {sorted(known - {'config'})}", param_hint="--config"
+        )
+    ctx.default_map = {**(ctx.default_map or {}), **data}
+
+
+config_option = click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    callback=load_config,
+    is_eager=True,
+    expose_value=False,
+    help="YAML or TOML file of option values (keys are option names); command-line options override it.",
+)
+need_option = click.option(
+    "--need",
+    default=None,
+    help="Comma-separated needs (default: every need not held out; see `flexrec-agent needs`).",
+)
+env_arg_option = click.option(
+    "--env-arg",
+    "env_args",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="FlexRec-v0 argument (repeatable), e.g. --env-arg list_length=5 --env-arg reward_mode=marginal.",
+)
+
+
+def env_kwargs_from(scenario: str, scenario_args: tuple[str, ...], need: str | None, env_args: tuple[str, ...]) -> dict[str, Any]:
+    kwargs = {"scenario": scenario, "scenario_kwargs": parse_scenario_args(scenario_args), **parse_pairs(env_args, "--env-arg")}
+    try:
+        make_scenario(scenario, kwargs["scenario_kwargs"])  # registers the scenario's own needs; fails early
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        raise click.BadParameter(str(error), param_hint="--scenario") from error
+    kwargs["need"] = [n.name for n in training_needs()] if need is None else [n.strip() for n in need.split(",") if n.strip()]
+    try:
+        resolve_needs(kwargs["need"])
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--need") from error
+    return kwargs
+
+
+def evaluation_needs(trained: list[str]) -> list[str]:
+    """The needs to report: the trained ones, then the held-out ones (unseen needs)."""
+    return [*trained, *(n.name for n in held_out_needs() if n.name not in trained)]
+
+
+def report(evaluation: Evaluation, out: Path | None) -> None:
+    click.echo(evaluation.table())
+    click.echo("(* held out from training: unseen needs; mean ± 95% CI over episodes; true relevance)")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(evaluation.to_json())
+        click.echo(f"results written to {out}")
+
+
+@main.command()
+@config_option
+@click.option("--agent", default="maskable-ppo", show_default=True, help="Agent to train (see `flexrec-agent agents`).")
+@scenario_option
+@scenario_arg_option
+@need_option
+@env_arg_option
+@click.option(
+    "--steps", default=200_000, show_default=True, type=click.IntRange(min=1), help="Environment steps (item placements)."
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of training and of the evaluation episodes.")
+@click.option(
+    "--set", "settings", multiple=True, metavar="KEY=VALUE", help="Agent setting (repeatable), e.g. --set learning_rate=1e-3."
+)
+@click.option(
+    "--logdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs"),
+    show_default=True,
+    help="TensorBoard events and results.json go here.",
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Checkpoint path (default: LOGDIR/AGENT.ckpt)."
+)
+@click.option(
+    "--episodes", default=200, show_default=True, type=click.IntRange(min=1), help="Evaluation episodes per need after training."
+)
+def train(
+    agent: str,
+    scenario: str,
+    scenario_args: tuple[str, ...],
+    need: str | None,
+    env_args: tuple[str, ...],
+    steps: int,
+    seed: int,
+    settings: tuple[str, ...],
+    logdir: Path,
+    out: Path | None,
+    episodes: int,
+) -> None:
+    """Train an agent, save a checkpoint, and print its metrics per need (held-out needs included).
+
+    \b
+    Examples:
+      flexrec-agent train
+      flexrec-agent train --agent bpr --steps 50000
+      flexrec-agent train --agent dqn --need trending,niche --steps 100000 --logdir runs/dqn
+      flexrec-agent train --config configs/maskable_ppo.yaml --seed 3
+    """
+    env_kwargs = env_kwargs_from(scenario, scenario_args, need, env_args)
+    try:
+        learner = make_agent(agent, **parse_pairs(settings, "--set"))
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--agent/--set") from error
+    run_dir = logdir / f"{agent}-seed{seed}"
+    if isinstance(learner, TrainableAgent):
+        learner.learn(env_kwargs, steps, seed=seed, logdir=run_dir)
+        checkpoint = out or run_dir / f"{agent}.ckpt"
+        learner.save(checkpoint)
+        click.echo(f"checkpoint written to {checkpoint}")
+    else:
+        click.echo(f"{agent} has nothing to train; evaluating it as is")
+    evaluation = evaluate(
+        learner, env_kwargs, needs=evaluation_needs(env_kwargs["need"]), episodes=episodes, seed=seed + 1_000_000
+    )
+    report(evaluation, run_dir / "results.json")
+
+
+@main.command("evaluate")
+@config_option
+@click.option("--agent", default=None, help="A non-trained agent by name (see `flexrec-agent agents`).")
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A checkpoint written by `train`.",
+)
+@scenario_option
+@scenario_arg_option
+@need_option
+@env_arg_option
+@click.option("--episodes", default=200, show_default=True, type=click.IntRange(min=1), help="Episodes per need.")
+@click.option("--seed", default=0, show_default=True, help="Episode i of each need uses seed + i.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the results as JSON here.")
+def evaluate_command(
+    agent: str | None,
+    checkpoint: Path | None,
+    scenario: str,
+    scenario_args: tuple[str, ...],
+    need: str | None,
+    env_args: tuple[str, ...],
+    episodes: int,
+    seed: int,
+    out: Path | None,
+) -> None:
+    """Evaluate an agent or a checkpoint per need on the true relevance: NDCG@5/10 and Recall@5/10 with 95% CIs.
+
+    \b
+    Examples:
+      flexrec-agent evaluate --agent need-aware --need trending,niche --episodes 500
+      flexrec-agent evaluate --checkpoint runs/maskable-ppo-seed0/maskable-ppo.ckpt --out results.json
+    """
+    if (agent is None) == (checkpoint is None):
+        raise click.UsageError("give exactly one of --agent NAME or --checkpoint PATH")
+    try:
+        ranker = load_agent(checkpoint) if checkpoint is not None else make_agent(str(agent))
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--agent/--checkpoint") from error
+    env_kwargs = env_kwargs_from(scenario, scenario_args, need, env_args)
+    trained = dict(getattr(ranker, "env_kwargs", {}) or {})
+    for key in ("num_candidates", "list_length", "metric_k"):  # the shapes the agent was trained with
+        if key in trained and key not in env_kwargs:
+            env_kwargs[key] = trained[key]
+    needs = env_kwargs["need"] if need is not None else evaluation_needs(env_kwargs["need"])
+    report(evaluate(ranker, env_kwargs, needs=needs, episodes=episodes, seed=seed), out)
+
+
+@main.command()
+def agents() -> None:
+    """List the agents (trainable ones are marked)."""
+    for name, spec in AGENTS.items():
+        click.echo(f"{name:<18}{spec.description}{' [trainable]' if spec.trainable else ''}")
 
 
 @main.command()

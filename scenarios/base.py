@@ -129,6 +129,16 @@ class Scenario(abc.ABC):
     def sample_requests(self, rng: np.random.Generator, num_requests: int, num_candidates: int) -> RequestBatch:
         """Draw ``num_requests`` requests with ``num_candidates`` candidates each, using only ``rng``."""
 
+    def interaction_histories(self) -> NDArray[np.int64]:
+        """``(num_users, H)`` item ids each user interacted with (most recent last, ``-1`` padded).
+
+        Trained recommenders (BPR, SASRec) fit on these. The default reads a ``histories`` attribute.
+        """
+        histories = getattr(self, "histories", None)
+        if histories is None:
+            raise NotImplementedError(f"{type(self).__name__} has no interaction histories: set self.histories (U, H)")
+        return np.asarray(histories, dtype=np.int64)
+
     def item_title(self, item_id: int) -> str:
         """Human-readable text of an item, for prompts and rendering."""
         return f"item {item_id}"

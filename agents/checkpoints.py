@@ -1,0 +1,58 @@
+"""Single-file torch checkpoints, written atomically and read back with clear errors.
+
+A checkpoint is ``torch.save({"format": FORMAT, "kind": <agent name>, **payload})``: written to a temporary file in
+the target's folder and moved into place with ``os.replace``, so an interrupted save never leaves a half-written
+checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "flexrec-checkpoint-v1"
+
+
+def save_checkpoint(path: str | Path, kind: str, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as a checkpoint of agent ``kind`` to ``path``, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(descriptor)
+    try:
+        torch.save({"format": FORMAT, "kind": kind, **payload}, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError, AttributeError) as error:
+        raise ValueError(f"{path} is not a readable FlexRec checkpoint (truncated or another format): {error}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a FlexRec checkpoint (expected format {FORMAT!r})")
+    return data
+
+
+def read_kind(path: str | Path) -> str:
+    """The agent name a checkpoint was written by."""
+    return str(_read(Path(path))["kind"])
+
+
+def load_checkpoint(path: str | Path, kind: str) -> dict[str, Any]:
+    """The payload of a checkpoint of agent ``kind``; a ``ValueError`` naming the file otherwise."""
+    data = _read(Path(path))
+    if data["kind"] != kind:
+        raise ValueError(f"{path} holds a {data['kind']!r} checkpoint, not a {kind!r} one")
+    return data
