@@ -116,18 +116,27 @@ class ScoredDQNPolicy(DQNPolicy):
         return net
 
 
+def random_valid_actions(action_mask: NDArray) -> NDArray[np.int64]:
+    """One uniformly random valid action per row of a ``(B, N)`` mask (``(N,)`` gives a scalar array)."""
+    mask = np.asarray(action_mask, dtype=bool)
+    keys = np.where(mask, np.random.rand(*mask.shape), -1.0)
+    return keys.argmax(axis=-1)
+
+
 class MaskedDQN(DQN):
-    """DQN whose epsilon-greedy exploration picks uniformly among the valid candidates."""
+    """DQN whose random actions (warm-up and epsilon-greedy exploration) are uniform over valid candidates."""
 
     def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False) -> Any:
         if deterministic or np.random.rand() >= self.exploration_rate:
             return self.policy.predict(observation, state, episode_start, deterministic)
-        mask = np.asarray(observation["action_mask"], dtype=bool)
-        batched = mask.ndim == 2
-        mask = mask if batched else mask[None]
-        keys = np.where(mask, np.random.rand(*mask.shape), -1.0)
-        action = keys.argmax(axis=1)
-        return (action if batched else action[0]), state
+        return random_valid_actions(observation["action_mask"]), state
+
+    def _sample_action(self, learning_starts: int, action_noise: Any = None, n_envs: int = 1) -> tuple[NDArray, NDArray]:
+        if self.num_timesteps < learning_starts:
+            assert isinstance(self._last_obs, dict)
+            action = random_valid_actions(self._last_obs["action_mask"])
+            return action, action
+        return super()._sample_action(learning_starts, action_noise, n_envs)
 
 
 # --------------------------------------------------------------------------------------------------------------------
