@@ -201,7 +201,14 @@ def report(evaluation: Evaluation, out: Path | None) -> None:
 
 @main.command()
 @config_option
-@click.option("--agent", default="maskable-ppo", show_default=True, help="Agent to train (see `flexrec-agent agents`).")
+@click.option("--agent", default="flexrec", show_default=True, help="Agent to train (see `flexrec-agent agents`).")
+@click.option(
+    "--advantage",
+    type=click.Choice(["list", "swap", "flexrec"]),
+    default=None,
+    help="Advantage estimator of the flexrec agents: list (GRPO), swap, or flexrec (swap + uncertainty-aware critic; "
+    "the default).",
+)
 @scenario_option
 @scenario_arg_option
 @need_option
@@ -228,6 +235,7 @@ def report(evaluation: Evaluation, out: Path | None) -> None:
 )
 def train(
     agent: str,
+    advantage: str | None,
     scenario: str,
     scenario_args: tuple[str, ...],
     need: str | None,
@@ -244,13 +252,19 @@ def train(
     \b
     Examples:
       flexrec-agent train
+      flexrec-agent train --advantage list --need trending,niche --steps 100000
       flexrec-agent train --agent bpr --steps 50000
       flexrec-agent train --agent dqn --need trending,niche --steps 100000 --logdir runs/dqn
       flexrec-agent train --config configs/maskable_ppo.yaml --seed 3
     """
     env_kwargs = env_kwargs_from(scenario, scenario_args, need, env_args)
+    agent_settings = parse_pairs(settings, "--set")
+    if advantage is not None:
+        if not agent.startswith("flexrec"):
+            raise click.BadParameter(f"--advantage applies to the flexrec agents, not {agent!r}", param_hint="--advantage")
+        agent_settings["advantage"] = advantage
     try:
-        learner = make_agent(agent, **parse_pairs(settings, "--set"))
+        learner = make_agent(agent, **agent_settings)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--agent/--set") from error
     run_dir = logdir / f"{agent}-seed{seed}"

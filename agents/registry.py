@@ -48,6 +48,9 @@ AGENTS: dict[str, AgentSpec] = {
     "oracle": AgentSpec(OracleAgent, "sorts by the true relevance: the upper bound, not a recommender"),
     "bpr": AgentSpec(_lazy("agents.recommenders", "BPRAgent"), "BPR matrix factorisation on histories (need-blind)", True),
     "sasrec": AgentSpec(_lazy("agents.recommenders", "SASRecAgent"), "SASRec self-attentive sequential model (need-blind)", True),
+    "flexrec": AgentSpec(
+        _lazy("agents.flexrec", "FlexRecAgent"), "transformer ranking policy trained by FlexRec (swap rewards + critic)", True
+    ),
     "maskable-ppo": AgentSpec(_sb3("maskable-ppo"), "sb3-contrib MaskablePPO over the candidate set", True),
     "ppo": AgentSpec(_sb3("ppo"), "stable-baselines3 PPO over the candidate set (masked scores)", True),
     "dqn": AgentSpec(_sb3("dqn"), "stable-baselines3 DQN over the candidate set (masked Q-values)", True),
@@ -64,12 +67,20 @@ def make_agent(name: str, **settings: Any) -> Agent:
         raise ValueError(f"bad settings {sorted(settings)} for agent {name!r}: {error}") from error
 
 
+def _is_sb3_archive(path: Path) -> bool:
+    """SB3 checkpoints are zip archives holding ``flexrec.json``; ``torch.save`` files are zip archives too, without it."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return "flexrec.json" in archive.namelist()
+
+
 def load_agent(path: str | Path) -> TrainableAgent:
     """Any checkpoint written by a trainable agent's ``save``: the agent type is read from the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    if zipfile.is_zipfile(path):
+    if _is_sb3_archive(path):
         from agents.sb3 import SB3Agent
 
         return SB3Agent.load(path)
@@ -82,3 +93,11 @@ def load_agent(path: str | Path) -> TrainableAgent:
     agent_class = type(spec.factory())
     assert issubclass(agent_class, TrainableAgent)
     return agent_class.load(path)
+
+
+def _is_sb3_checkpoint(path: Path) -> bool:
+    """SB3 checkpoints are zip files with the FlexRec metadata (torch checkpoints are zip files too, without it)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return "flexrec.json" in archive.namelist()

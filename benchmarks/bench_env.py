@@ -1,20 +1,23 @@
-"""Speed of the environment: single-env and vector-env steps/s, and closed-form vs brute-force swap rewards.
+"""Speed of the environment: single-env and vector-env steps/s, closed-form vs brute-force swap rewards, and logs.
 
     python benchmarks/bench_env.py            # the figures in the README
     python benchmarks/bench_env.py --quick    # a fast look
 
 Steps/s count item placements (env steps) including resets and the end-of-episode info; actions follow a fixed
 random permutation of the candidates (always valid, and the policy costs nothing). Each figure is the best of
-``--repeats`` timed runs.
+``--repeats`` timed runs. The log section reads MovieTweetings 100K from ``--data`` (default
+``$FLEXREC_SHARED/data/movietweetings-100k``, else ``../shared/data/movietweetings-100k``) and is skipped without it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -25,6 +28,7 @@ from flexrec_env.metrics import ndcg
 from flexrec_env.swap import brute_force_swap_rewards, swap_rewards, swap_rewards_generic
 
 warnings.filterwarnings("ignore", category=UserWarning)
+SHARED = Path(os.environ.get("FLEXREC_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 
 def best_of(repeats: int, fn: Callable[[], float]) -> float:
@@ -82,10 +86,30 @@ def swap_speed(n: int, k: int, batch: int, repeats: int) -> tuple[float, float, 
     return closed, generic, brute
 
 
+def log_timings(folder: Path, repeats: int) -> tuple[float, float, float]:
+    """Seconds to parse the log (cache cleared), build its LogScenario, and sample 1,024 requests with N=20."""
+    from scenarios.logged import LogScenario
+    from scenarios.logs import clear_log_cache, load_log
+
+    def seconds(fn: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    load_log(folder)  # imports and first-touch costs out of the way
+    parse = min(seconds(lambda: (clear_log_cache(), load_log(folder))) for _ in range(repeats))
+    log = load_log(folder)
+    build = min(seconds(lambda: LogScenario(log)) for _ in range(repeats))
+    scenario, rng = LogScenario(log), np.random.default_rng(0)
+    sample = min(seconds(lambda: scenario.sample_requests(rng, 1024, 20)) for _ in range(repeats))
+    return parse, build, sample
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller budgets")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=SHARED / "data" / "movietweetings-100k", help="MovieTweetings folder")
     args = parser.parse_args()
     scale = 0.1 if args.quick else 1.0
     print(f"machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}, numpy {np.__version__}")
@@ -115,6 +139,15 @@ def main() -> None:
             f"brute force {brute * 1e6:10.0f} us -> closed form {brute / closed:,.0f}x brute force, "
             f"{generic / closed:,.0f}x generic"
         )
+
+    print("\n## Real logs: MovieTweetings 100K (100,000 ratings, 10,506 movies)")
+    if not (args.data / "ratings.dat").is_file():
+        print(f"skipped: no {args.data / 'ratings.dat'} (pass --data or set FLEXREC_SHARED)")
+        return
+    parse, build, sample = log_timings(args.data, args.repeats)
+    print(f"parse the log:          {parse * 1e3:8.1f} ms")
+    print(f"build the LogScenario:  {build * 1e3:8.1f} ms")
+    print(f"sample 1,024 requests:  {sample * 1e3:8.1f} ms (N=20) -> {1024 / sample:>10,.0f} requests/s")
 
 
 if __name__ == "__main__":

@@ -234,25 +234,7 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
         """The current request as text-reading agents see it (no ground truth)."""
         if self._episodes is None:
             raise ResetNeeded("no request yet: call reset() first")
-        episodes, row = self._episodes, self._row
-        r = episodes.requests
-        history = tuple(int(i) for i in r.history[row] if i >= 0)
-        candidates = tuple(int(i) for i in r.candidates[row])
-        return Request(
-            user_id=int(r.user_ids[row]),
-            time=float(r.times[row]),
-            history=history,
-            candidates=candidates,
-            need=episodes.need_names([row])[0],
-            instruction=episodes.instructions([row])[0],
-            history_titles=tuple(self.scenario.item_title(i) for i in history),
-            candidate_titles=tuple(self.scenario.item_title(i) for i in candidates),
-            history_categories=tuple(int(self.scenario.item_category[i]) for i in history),
-            category=r.category[row].copy(),
-            popularity=r.popularity[row].copy(),
-            recent_popularity=r.recent_popularity[row].copy(),
-            freshness=r.freshness[row].copy(),
-        )
+        return build_request(self._episodes, self._row, self.scenario)
 
     @property
     def needs(self) -> tuple[Need, ...]:
@@ -343,3 +325,25 @@ def render_text(env: FlexRecEnv) -> str:
         lines.append(f"  {position:>2}. [{index:>2}] {request.candidate_titles[index]} ({label})")
     lines.append(f"Pool: {env.config.num_candidates - len(env.ranking)} candidates left")
     return "\n".join(lines) + "\n"
+
+
+def build_request(episodes: EpisodeBatch, row: int, scenario: Scenario) -> Request:
+    """Episode ``row`` of ``episodes`` as a :class:`~scenarios.Request` (what text-reading agents see; no truth)."""
+    r = episodes.requests
+    history = tuple(int(i) for i in r.history[row] if i >= 0)
+    candidates = tuple(int(i) for i in r.candidates[row])
+    return Request(
+        user_id=int(r.user_ids[row]),
+        time=float(r.times[row]),
+        history=history,
+        candidates=candidates,
+        need=episodes.need_names([row])[0],
+        instruction=episodes.instructions([row])[0],
+        history_titles=tuple(scenario.item_title(i) for i in history),
+        candidate_titles=tuple(scenario.item_title(i) for i in candidates),
+        history_categories=tuple(int(scenario.item_category[i]) for i in history),
+        category=r.category[row].copy(),
+        popularity=r.popularity[row].copy(),
+        recent_popularity=r.recent_popularity[row].copy(),
+        freshness=r.freshness[row].copy(),
+    )

@@ -63,6 +63,29 @@ def swap_rewards(rankings: NDArray[np.integer], relevance: NDArray, k: int) -> F
     return np.divide(numerator, denominator, out=np.zeros((batch, length)), where=denominator > 0)
 
 
+def swap_coefficients(rankings: NDArray[np.integer], num_candidates: int, k: int) -> FloatArray:
+    """The closed form as a linear map of the gains: ``C (B, K, N)`` with ``r = C @ G / IDCG``.
+
+    Row t holds ``(m D_t - S_D(t)) / m`` for the candidate at position t and ``(D_u - D_t) / m`` for every candidate
+    u after it in the full order (0 for the candidates before it, and for a row without alternatives). With gains
+    that are uncertain, ``C @ mean / IDCG`` is the expected swap reward and ``(C**2) @ var / IDCG**2`` its variance
+    (independent labels), which is how the critic carries its uncertainty into the rewards.
+    """
+    rankings = np.asarray(rankings, dtype=np.int64)
+    batch, length = rankings.shape
+    order = full_order(rankings, num_candidates)  # (B, N), candidate at each place of the full order
+    d = np.zeros(num_candidates)
+    d[:length] = discounts(length, k)  # discount of each place; unplaced candidates 0
+    m = (num_candidates - 1 - np.arange(length)).astype(np.float64)  # (K,)
+    after = np.arange(num_candidates)[None, :] > np.arange(length)[:, None]  # (K, N), place u after position t
+    by_place = np.where(after, d[None, :] - d[:length, None], 0.0)  # (K, N)
+    by_place[np.arange(length), np.arange(length)] = m * d[:length] - (d.sum() - np.cumsum(d)[:length])
+    by_place = np.divide(by_place, m[:, None], out=np.zeros_like(by_place), where=m[:, None] > 0)
+    out = np.zeros((batch, length, num_candidates))
+    np.put_along_axis(out, np.broadcast_to(order[:, None, :], out.shape), np.broadcast_to(by_place, out.shape), axis=-1)
+    return out
+
+
 def _ratio(numerator: Any, denominator: Any) -> Any:
     """``numerator / denominator``, 0 where the denominator is 0; Python floats stay floats (fast scalar path)."""
     if isinstance(denominator, (float, int)) and isinstance(numerator, (float, int)):

@@ -16,6 +16,11 @@ without a copy (valid until the next reset of that env; do not modify them), as 
 Autoreset: ``autoreset_mode`` is ``AutoresetMode.NEXT_STEP`` (gymnasium's default), ``SAME_STEP`` (the reset
 happens in the step that ends the episode; ``info["final_obs"]``/``info["final_info"]`` hold the last obs/info) or
 ``DISABLED`` (call ``reset(options={"reset_mask": mask})`` yourself). It is declared in ``metadata``.
+
+Groups. With ``group_size=G`` (GRPO-style rollouts), consecutive envs ``[g*G, (g+1)*G)`` form a group that shares
+one episode: the same request, need, instruction and feedback labels, drawn from the stream of the group's first
+env, so G policies' lists are scored against the same labels. Groups are reset whole: ``num_envs`` must be a
+multiple of G, and ``autoreset_mode`` must be ``DISABLED`` (a ``reset_mask`` must cover whole groups).
 """
 
 from __future__ import annotations
@@ -32,9 +37,9 @@ from numpy.typing import NDArray
 
 from flexrec_env.config import EnvConfig
 from flexrec_env.core import EpisodeBatch, EpisodeStream, RankingCore, draw_noise, materialise
-from flexrec_env.env import episode_needs, observation_space
+from flexrec_env.env import build_request, episode_needs, observation_space
 from flexrec_env.needs import Need
-from scenarios import Scenario
+from scenarios import Request, Scenario
 
 
 class FlexRecVectorEnv(VectorEnv):
@@ -47,6 +52,7 @@ class FlexRecVectorEnv(VectorEnv):
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         shared_rng: bool = False,
         copy: bool = True,
+        group_size: int = 1,
         **kwargs: Any,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
@@ -55,6 +61,13 @@ class FlexRecVectorEnv(VectorEnv):
             mode = AutoresetMode(autoreset_mode)
         except ValueError:
             raise ValueError(f"autoreset_mode={autoreset_mode!r}; allowed: {[m.value for m in AutoresetMode]}") from None
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1 or num_envs % group_size:
+            raise ValueError(f"group_size={group_size!r}; allowed: an integer >= 1 that divides num_envs={num_envs}")
+        if group_size > 1 and mode != AutoresetMode.DISABLED:
+            raise ValueError(
+                f"group_size={group_size} needs autoreset_mode='Disabled' (groups are reset whole), got {mode.value!r}"
+            )
+        self.group_size = group_size
         self.config = EnvConfig(**kwargs)
         self.scenario: Scenario = self.config.resolved_scenario
         self.num_envs = num_envs
@@ -143,6 +156,13 @@ class FlexRecVectorEnv(VectorEnv):
     def needs(self) -> tuple[Need, ...]:
         return self.config.needs
 
+    def requests(self, rows: NDArray[np.int64] | list[int] | None = None) -> list[Request]:
+        """The current requests of ``rows`` (default: all) as text-reading agents see them (no ground truth)."""
+        if self._core.episodes is None:
+            raise ResetNeeded("no request yet: call reset() first")
+        rows = self._all_rows if rows is None else np.asarray(rows, dtype=np.int64)
+        return [build_request(self._core.episodes, int(row), self.scenario) for row in rows]
+
     # ------------------------------------------------------------------------------------------------------------
     # Internals.
 
@@ -156,6 +176,15 @@ class FlexRecVectorEnv(VectorEnv):
         return list(seed)
 
     def _draw(self, rows: NDArray[np.int64], needs: tuple[Need, ...]) -> EpisodeBatch:
+        g = self.group_size
+        if g > 1:
+            firsts = rows[::g]
+            if len(rows) % g or not np.array_equal(rows, (firsts[:, None] + np.arange(g)).ravel()) or (firsts % g).any():
+                raise ValueError(f"reset rows {rows.tolist()} split a group; allowed: whole groups of {g} consecutive envs")
+            return self._draw_one_per(firsts, needs).take(np.repeat(np.arange(len(firsts)), g))
+        return self._draw_one_per(rows, needs)
+
+    def _draw_one_per(self, rows: NDArray[np.int64], needs: tuple[Need, ...]) -> EpisodeBatch:
         if self.shared_rng:
             return materialise(
                 draw_noise(self.np_random, len(rows), self.config, self.scenario), needs, self.config, self.scenario

@@ -123,4 +123,20 @@ def make_scenario(spec: str | Scenario, kwargs: Mapping[str, Any] | None = None,
     return scenario
 
 
+def _log_factory(name: str) -> ScenarioFactory:
+    """``scenarios.logged.<name>``, imported on first use (reading logs needs pandas, which is slow to import)."""
+
+    def factory(**kwargs: Any) -> Scenario:
+        from scenarios import logged
+
+        built: Scenario = getattr(logged, name)(**kwargs)
+        return built
+
+    factory.__name__ = factory.__qualname__ = name
+    return factory
+
+
 register("synthetic", SyntheticScenario, SyntheticScenario.description)
+register("movielens", _log_factory("movielens"), "MovieLens 100K, 1M or latest from its folder: scenario_kwargs={'path': ...}")
+register("movietweetings", _log_factory("movietweetings"), "MovieTweetings from its folder: scenario_kwargs={'path': ...}")
+register("logged", _log_factory("logged"), "Any log: a CSV/TSV/Parquet file or RecBole .inter files, columns configurable")
