@@ -5,15 +5,20 @@ mix of needs and ranks for needs it never trained on (held-out needs are evaluat
 the fields of :class:`~agents.trainer.TrainerConfig` (``advantage``, ``group_size``, ...), of
 :class:`~agents.policy.TransformerPolicyConfig` (``dim``, ``layers``, ...) and of
 :class:`~agents.critic.CriticConfig` prefixed with ``critic_`` (``critic_ensemble``, ...).
+
+:class:`PolicyAgent` is what every agent around a :class:`~agents.policy.RankingPolicy` shares (settings, ``learn``
+with the trainer, ``rank``, ``save``/``load``); :class:`FlexRecAgent` and the LLM agent (:mod:`agents.llm`) only say
+how to build, save and restore their policy.
 """
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -23,26 +28,28 @@ from numpy.typing import NDArray
 from agents.base import TrainableAgent
 from agents.checkpoints import load_checkpoint, save_checkpoint
 from agents.critic import CriticConfig
-from agents.policy import RankingInputs, TransformerPolicyConfig, TransformerRankingPolicy
+from agents.policy import RankingInputs, RankingPolicy, TransformerPolicyConfig, TransformerRankingPolicy
 from agents.trainer import FlexRecTrainer, TrainerConfig
 from scenarios import Request
 
 logger = logging.getLogger(__name__)
 
 
-def split_settings(settings: dict[str, Any]) -> tuple[TrainerConfig, TransformerPolicyConfig]:
-    """Flat settings to the trainer's, the critic's (``critic_`` prefix) and the policy's configs."""
+def split_settings(
+    settings: dict[str, Any], policy_config: type[Any] = TransformerPolicyConfig, agent: str = "flexrec"
+) -> tuple[TrainerConfig, Any]:
+    """Flat settings to the trainer's, the critic's (``critic_`` prefix) and the policy's (``policy_config``) configs."""
     names = {
         "trainer": {f.name for f in fields(TrainerConfig)} - {"critic"},
-        "policy": {f.name for f in fields(TransformerPolicyConfig)},
+        "policy": {f.name for f in fields(policy_config)},
         "critic": {f"critic_{f.name}" for f in fields(CriticConfig)},
     }
     unknown = sorted(set(settings) - set().union(*names.values()))
     if unknown:
-        raise ValueError(f"unknown flexrec setting(s) {unknown}; allowed: {sorted(set().union(*names.values()))}")
+        raise ValueError(f"unknown {agent} setting(s) {unknown}; allowed: {sorted(set().union(*names.values()))}")
     critic = CriticConfig(**{k.removeprefix("critic_"): v for k, v in settings.items() if k in names["critic"]})
     trainer = TrainerConfig(critic=critic, **{k: v for k, v in settings.items() if k in names["trainer"]})
-    return trainer, TransformerPolicyConfig(**{k: v for k, v in settings.items() if k in names["policy"]})
+    return trainer, policy_config(**{k: v for k, v in settings.items() if k in names["policy"]})
 
 
 def portable(env_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -57,29 +64,61 @@ def portable(env_kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class FlexRecAgent(TrainableAgent):
-    """A transformer ranking policy trained with item-level swap advantages and an uncertainty-aware critic."""
+class PolicyAgent(TrainableAgent):
+    """An agent around a :class:`~agents.policy.RankingPolicy` trained by :class:`~agents.trainer.FlexRecTrainer`.
 
-    name = "flexrec"
+    Subclasses set ``name`` and ``policy_config_class`` and implement :meth:`build_policy`, :meth:`policy_payload` and
+    :meth:`restore_policy`; settings, training, ranking and checkpoints are shared.
+    """
+
+    policy_config_class: ClassVar[type[Any]]
+    """The dataclass of the policy's settings."""
+    trainer_defaults: ClassVar[dict[str, Any]] = {}
+    """Trainer settings whose default differs for this agent."""
+    rank_on_cpu: ClassVar[bool] = True
+    """Move the policy to the CPU after training (small policies rank single requests faster there)."""
 
     def __init__(self, **settings: Any) -> None:
         self.settings = dict(settings)
-        self.trainer_config, self.policy_config = split_settings(self.settings)
-        self.policy: TransformerRankingPolicy | None = None
+        self.trainer_config, self.policy_config = split_settings(
+            {**self.trainer_defaults, **self.settings}, self.policy_config_class, self.name
+        )
+        self.policy: RankingPolicy | None = None
         self.history: list[dict[str, float]] = []
         self.env_kwargs: dict[str, Any] = {}
         """The environment arguments of training (those that can be written down), for evaluation."""
 
-    def learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int = 0, logdir: Path | None = None) -> FlexRecAgent:
-        from agents.evaluation import evaluate
+    # Subclass hooks -------------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def build_policy(self, space: gym.spaces.Dict) -> RankingPolicy:
+        """A fresh policy for observations of ``space`` (one env's observation space)."""
+
+    @abc.abstractmethod
+    def policy_payload(self, policy: RankingPolicy) -> dict[str, Any]:
+        """What the checkpoint needs to rebuild ``policy`` (with :meth:`restore_policy`)."""
+
+    @abc.abstractmethod
+    def restore_policy(self, data: dict[str, Any]) -> RankingPolicy:
+        """The policy saved in a checkpoint's ``data``."""
+
+    # Shared ---------------------------------------------------------------------------------------------------------
+
+    def init_policy(self, env_kwargs: dict[str, Any], seed: int = 0) -> RankingPolicy:
+        """Build a fresh (untrained) policy for ``gym.make("FlexRec-v0", **env_kwargs)`` and make it this agent's."""
         from flexrec_env.vector_env import FlexRecVectorEnv
 
-        self.env_kwargs = portable(env_kwargs)
         space = FlexRecVectorEnv(1, **env_kwargs).single_observation_space
         assert isinstance(space, gym.spaces.Dict)
-        dims = (space["candidates"].shape[-1], space["user"].shape[0], space["need"].shape[0])  # type: ignore[index]
         torch.manual_seed(seed)
-        self.policy = TransformerRankingPolicy(*dims, config=self.policy_config)
+        self.policy = self.build_policy(space)
+        self.env_kwargs = portable(env_kwargs)
+        return self.policy
+
+    def learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int = 0, logdir: Path | None = None) -> PolicyAgent:
+        from agents.evaluation import evaluate
+
+        policy = self.init_policy(env_kwargs, seed)
         eval_kwargs = {k: v for k, v in env_kwargs.items() if k != "need"}
 
         def true_metrics() -> dict[str, float]:
@@ -87,43 +126,62 @@ class FlexRecAgent(TrainableAgent):
             result = evaluate(self, eval_kwargs, needs, self.trainer_config.eval_episodes, 10_000, ("NDCG@5", "Recall@5"))
             return {m: float(np.mean([np.mean(v[m]) for v in result.values.values()])) for m in ("NDCG@5", "Recall@5")}
 
-        trainer = FlexRecTrainer(self.policy, env_kwargs, self.trainer_config, logdir, seed, evaluate=true_metrics)
+        trainer = FlexRecTrainer(policy, env_kwargs, self.trainer_config, logdir, seed, evaluate=true_metrics)
         self.history = trainer.train(total_steps)
-        self.policy = trainer.unwrapped_policy.cpu().eval()  # type: ignore[assignment]
+        policy = trainer.unwrapped_policy.eval()
+        self.policy = policy.cpu() if self.rank_on_cpu else policy
         return self
 
     @torch.no_grad()
     def rank(self, request: Request, observation: dict[str, Any], info: dict[str, Any]) -> NDArray[np.int64]:
         if self.policy is None:
-            raise RuntimeError("this flexrec agent is untrained: call learn() or load a checkpoint first")
+            raise RuntimeError(f"this {self.name} agent is untrained: call learn() or load a checkpoint first")
         self.policy.eval()
-        inputs = RankingInputs.from_observation(observation)
-        return self.policy.rank(inputs, inputs.candidates.shape[1])[0].numpy()
+        device = next(self.policy.parameters()).device
+        inputs = RankingInputs.from_observation(observation, [request] if self.policy.reads_text else None, device)
+        return self.policy.rank(inputs, inputs.candidates.shape[1])[0].cpu().numpy()
 
     def save(self, path: Path) -> None:
         if self.policy is None:
-            raise RuntimeError("nothing to save: this flexrec agent is untrained")
+            raise RuntimeError(f"nothing to save: this {self.name} agent is untrained")
         payload = {
             "settings": self.settings,
             "trainer_config": asdict(self.trainer_config),
             "policy_config": asdict(self.policy_config),
-            "dims": self.policy.dims,
-            "state_dict": self.policy.state_dict(),
+            **self.policy_payload(self.policy),
             "history": self.history,
             "env_kwargs": self.env_kwargs,
         }
         save_checkpoint(path, self.name, payload)
 
     @classmethod
-    def load(cls, path: Path) -> FlexRecAgent:
+    def load(cls, path: Path) -> PolicyAgent:
         data = load_checkpoint(path, cls.name)
         agent = cls(**data["settings"])
-        candidate_dim, user_dim, need_dim = data["dims"]
-        agent.policy = TransformerRankingPolicy(candidate_dim, user_dim, need_dim, config=agent.policy_config)
-        agent.policy.load_state_dict(data["state_dict"])
-        agent.policy.eval()
+        agent.policy = agent.restore_policy(data).eval()
         agent.history, agent.env_kwargs = data["history"], data["env_kwargs"]
         return agent
 
     def __repr__(self) -> str:
-        return f"FlexRecAgent(advantage={self.trainer_config.advantage!r})"
+        return f"{type(self).__name__}(advantage={self.trainer_config.advantage!r})"
+
+
+class FlexRecAgent(PolicyAgent):
+    """A transformer ranking policy trained with item-level swap advantages and an uncertainty-aware critic."""
+
+    name = "flexrec"
+    policy_config_class = TransformerPolicyConfig
+
+    def build_policy(self, space: gym.spaces.Dict) -> TransformerRankingPolicy:
+        dims = (space["candidates"].shape[-1], space["user"].shape[0], space["need"].shape[0])  # type: ignore[index]
+        return TransformerRankingPolicy(*dims, config=self.policy_config)
+
+    def policy_payload(self, policy: RankingPolicy) -> dict[str, Any]:
+        assert isinstance(policy, TransformerRankingPolicy)
+        return {"dims": policy.dims, "state_dict": policy.state_dict()}
+
+    def restore_policy(self, data: dict[str, Any]) -> TransformerRankingPolicy:
+        candidate_dim, user_dim, need_dim = data["dims"]
+        policy = TransformerRankingPolicy(candidate_dim, user_dim, need_dim, config=self.policy_config)
+        policy.load_state_dict(data["state_dict"])
+        return policy

@@ -16,6 +16,7 @@ from flexrec_env.swap import (
     marginal_reward,
     step_swap_reward,
     step_swap_reward_generic,
+    swap_coefficients,
     swap_rewards,
     swap_rewards_generic,
 )
@@ -74,6 +75,25 @@ def test_swap_rewards_generic_recall_equals_brute_force(case):
     rankings, relevance, categories, k = case
     expected = brute(recall, rankings, relevance, categories, k)
     np.testing.assert_allclose(swap_rewards_generic(recall, rankings, relevance, categories, k), expected, rtol=0, atol=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(swap_cases())
+def test_swap_coefficients_map_gains_to_the_brute_force_swap_rewards(case):
+    rankings, relevance, categories, k = case
+    idcg = ideal_dcg(relevance, k)
+    linear = np.einsum("btn,bn->bt", swap_coefficients(rankings, relevance.shape[1], k), gains(relevance))
+    linear = np.divide(linear, idcg[:, None], out=np.zeros_like(linear), where=idcg[:, None] > 0)
+    np.testing.assert_allclose(linear, brute(ndcg, rankings, relevance, categories, k), atol=1e-12)
+
+
+def test_swap_coefficients_hand_worked():
+    # N = 3, K = 2, k = 2, list (1, 0), candidate 2 unplaced; d = (1, 1/log2 3). Position 1: m = 2 alternatives,
+    # candidate 1 gets (2 d_1 - d_2) / 2, candidate 0 (d_2 - d_1) / 2, candidate 2 (0 - d_1) / 2. Position 2: m = 1,
+    # candidate 0 gets d_2, candidate 2 (0 - d_2), candidate 1 (placed before) 0.
+    d2 = 1 / LOG2_3
+    expected = [[(d2 - 1) / 2, (2 - d2) / 2, -0.5], [d2, 0.0, -d2]]
+    np.testing.assert_allclose(swap_coefficients(np.array([[1, 0]]), 3, 2)[0], expected)
 
 
 def test_swap_rewards_hand_worked():

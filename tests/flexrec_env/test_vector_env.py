@@ -122,3 +122,29 @@ def test_bad_vector_arguments():
         FlexRecVectorEnv(num_envs=2, autoreset_mode="sometimes")
     with pytest.raises(ValueError, match="3 seeds for 2 envs"):
         FlexRecVectorEnv(num_envs=2).reset(seed=[1, 2, 3])
+
+
+def test_groups_share_one_episode_and_reset_whole():
+    env = FlexRecVectorEnv(6, group_size=3, autoreset_mode="Disabled", need=["trending", "niche"], shared_rng=True)
+    obs, info = env.reset(seed=0)
+    for group in (slice(0, 3), slice(3, 6)):
+        assert (obs["candidates"][group] == obs["candidates"][group][:1]).all()
+        assert len(set(info["instruction"][group])) == 1
+    assert not np.array_equal(obs["candidates"][0], obs["candidates"][3])
+    rankings = np.stack([np.random.default_rng(i).permutation(20)[:10] for i in range(6)])
+    for t in range(10):
+        obs, _, terminated, _, info = env.step(rankings[:, t])
+    assert terminated.all()
+    labels = info["feedback_labels"]
+    assert (labels[:3] == labels[0]).all() and (labels[3:] == labels[3]).all()  # one set of labels per group
+    requests = env.requests([0, 2, 3])
+    assert requests[0].candidates == requests[1].candidates != requests[2].candidates
+    with pytest.raises(ValueError, match=r"reset rows \[1, 2\] split a group"):
+        env.reset(options={"reset_mask": np.array([0, 1, 1, 0, 0, 0], dtype=bool)})
+
+
+def test_group_size_errors_name_the_value():
+    with pytest.raises(ValueError, match="group_size=4; allowed: an integer >= 1 that divides num_envs=6"):
+        FlexRecVectorEnv(6, group_size=4, autoreset_mode="Disabled")
+    with pytest.raises(ValueError, match="group_size=2 needs autoreset_mode='Disabled'"):
+        FlexRecVectorEnv(6, group_size=2)
