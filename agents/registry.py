@@ -93,11 +93,3 @@ def load_agent(path: str | Path) -> TrainableAgent:
     agent_class = type(spec.factory())
     assert issubclass(agent_class, TrainableAgent)
     return agent_class.load(path)
-
-
-def _is_sb3_checkpoint(path: Path) -> bool:
-    """SB3 checkpoints are zip files with the FlexRec metadata (torch checkpoints are zip files too, without it)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return "flexrec.json" in archive.namelist()
