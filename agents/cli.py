@@ -354,3 +354,59 @@ def scenarios() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@main.command()
+@config_option
+@scenario_option
+@scenario_arg_option
+@click.option("--agents", "agent_names", default=None, help="Comma-separated benchmark entries (default: all but the LLM).")
+@need_option
+@click.option("--seeds", default=None, type=click.IntRange(min=1), help="Training seeds per agent [default: 3; quick: 1].")
+@click.option("--steps", default=None, type=click.IntRange(min=1), help="Steps per training run [default: 150000; quick: 30000].")
+@click.option(
+    "--episodes", default=None, type=click.IntRange(min=1), help="Episodes per need and cell [default: 200; quick: 50]."
+)
+@click.option("--quick", is_flag=True, help="A few minutes on a 2-core CPU: 1 seed, short training, fewer episodes.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("benchmark"),
+    show_default=True,
+    help="Output folder (cells, results.json, results.md, PNG plots); a rerun resumes from its finished cells.",
+)
+def benchmark(
+    scenario: str,
+    scenario_args: tuple[str, ...],
+    agent_names: str | None,
+    need: str | None,
+    seeds: int | None,
+    steps: int | None,
+    episodes: int | None,
+    quick: bool,
+    out: Path,
+) -> None:
+    """Train and evaluate every agent on the same requests and seeds; write a table, JSON and plots.
+
+    \b
+    Examples:
+      flexrec-agent benchmark --quick
+      flexrec-agent benchmark --out runs/bench-synthetic
+      flexrec-agent benchmark --scenario movietweetings --scenario-arg path=../shared/data/movietweetings-100k
+      flexrec-agent benchmark --agents random,need-aware,flexrec --seeds 5
+    """
+    from agents.benchmark import DEFAULT_AGENTS, BenchmarkConfig, run_benchmark
+
+    env_kwargs = env_kwargs_from(scenario, scenario_args, need, ())
+    settings: dict[str, Any] = {"scenario": scenario, "scenario_kwargs": env_kwargs["scenario_kwargs"]}
+    settings["needs"] = tuple(env_kwargs["need"])
+    settings["agents"] = tuple(a.strip() for a in agent_names.split(",") if a.strip()) if agent_names else DEFAULT_AGENTS
+    settings.update({k: v for k, v in {"seeds": seeds, "steps": steps, "episodes": episodes}.items() if v is not None})
+    try:
+        config = BenchmarkConfig.quick(**settings) if quick else BenchmarkConfig(**settings)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--agents/--seeds/--steps/--episodes") from error
+    run_benchmark(config, out, progress=click.echo)
+    click.echo((out / "results.md").read_text())
+    written = [name for name in ("results.json", "results.md", "needs.png", "learning_curves.png") if (out / name).is_file()]
+    click.echo(f"written to {out}: {', '.join(written)}")
