@@ -32,6 +32,7 @@ from torch import nn
 
 from flexrec_env.metrics import ideal_dcg
 from flexrec_env.swap import swap_coefficients
+from scenarios.tools import check_settings
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,7 @@ class CriticConfig:
             "buffer_size": self.buffer_size >= 1,
             "min_std": self.min_std > 0,
         }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            details = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
-            raise ValueError(f"invalid critic setting(s) {details}; see CriticConfig's field docs for the allowed values")
+        check_settings(self, checks)
 
 
 def gaussian_nll(mean: torch.Tensor, var: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

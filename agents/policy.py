@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from scenarios import Request
+from scenarios.tools import check_settings
 
 
 @dataclass
@@ -203,10 +204,7 @@ class TransformerPolicyConfig:
             "max_length": self.max_length >= 1,
             "dropout": 0.0 <= self.dropout < 1.0,
         }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            details = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
-            raise ValueError(f"invalid policy setting(s) {details}; see TransformerPolicyConfig's field docs")
+        check_settings(self, checks)
 
 
 class TransformerRankingPolicy(RankingPolicy):

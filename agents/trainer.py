@@ -48,6 +48,7 @@ from agents.critic import (
 )
 from agents.policy import RankingInputs, RankingPolicy
 from flexrec_env.vector_env import FlexRecVectorEnv
+from scenarios.tools import check_settings
 
 logger = logging.getLogger(__name__)
 
@@ -110,13 +111,12 @@ class TrainerConfig:
             "eval_every": self.eval_every >= 0,
             "eval_episodes": self.eval_episodes >= 1,
         }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            details = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
-            raise ValueError(
-                f"invalid trainer setting(s) {details}; allowed: advantage in {list(ESTIMATORS)}, weight_form in "
-                f"{list(WEIGHT_FORMS)}, group_size >= 2, positive sizes and rates (see TrainerConfig's field docs)"
-            )
+        check_settings(
+            self,
+            checks,
+            f"advantage in {list(ESTIMATORS)}, weight_form in {list(WEIGHT_FORMS)}, group_size >= 2, positive sizes and "
+            "rates (see TrainerConfig's field docs)",
+        )
 
     @property
     def steps_per_iteration(self) -> int:

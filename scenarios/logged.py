@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from scenarios.base import RequestBatch, Scenario
 from scenarios.logs import LOADER_OPTIONS, InteractionLog, load_log
-from scenarios.tools import alias_draw, alias_table, percentile_ranks, successive_sample
+from scenarios.tools import alias_draw, alias_table, check_settings, percentile_ranks, successive_sample
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +75,7 @@ class LogConfig:
             "negative_popularity_exponent": self.negative_popularity_exponent >= 0,
             "max_categories": isinstance(self.max_categories, int) and self.max_categories >= 1,
         }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            details = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
-            raise ValueError(f"invalid log scenario setting(s) {details}; see LogConfig's field docs for the allowed values")
+        check_settings(self, checks)
 
 
 def _segments(keys: NDArray[np.int64], size: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
