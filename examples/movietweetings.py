@@ -16,7 +16,8 @@ import gymnasium as gym
 import numpy as np
 
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
-from agents.baselines import NeedAwareHeuristic, RandomAgent, run_episode
+from agents.base import play_episode
+from agents.baselines import NeedAwareHeuristic, RandomAgent
 from flexrec_env.needs import builtin_needs
 
 DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movietweetings-100k"
@@ -33,7 +34,7 @@ def main(path: Path) -> None:
     for need in builtin_needs():
         row = []
         for agent in (RandomAgent(seed=0), NeedAwareHeuristic()):
-            scores = [run_episode(env, agent, seed=i, options={"need": need.name})["metrics"]["NDCG@5"] for i in range(300)]
+            scores = [play_episode(env, agent, seed=i, options={"need": need.name})["metrics"]["NDCG@5"] for i in range(300)]
             row.append(f"{agent.name} {np.mean(scores):.3f}")
         print(f"{need.name:<16} NDCG@5  " + "   ".join(row))
 
