@@ -163,10 +163,10 @@ def summarise(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
     curves: dict[str, list[list[tuple[int, float]]]] = {}
     held_out: dict[str, bool] = {}
     for cell in cells:
-        agent = pooled.setdefault(cell["agent"], {})
+        per_need = pooled.setdefault(cell["agent"], {})
         for need, metrics in cell["values"].items():
             for metric, values in metrics.items():
-                agent.setdefault(need, {}).setdefault(metric, []).extend(values)
+                per_need.setdefault(need, {}).setdefault(metric, []).extend(values)
         held_out.update(cell["held_out"])
         if cell["curve"]:
             curves.setdefault(cell["agent"], []).append([tuple(point) for point in cell["curve"]])
@@ -178,9 +178,9 @@ def summarise(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for agent, needs in pooled.items()
     }
     mean_curves = {}
-    for agent, runs in curves.items():
+    for name, runs in curves.items():
         length = min(len(run) for run in runs)
-        mean_curves[agent] = [(runs[0][i][0], float(np.mean([run[i][1] for run in runs]))) for i in range(length)]
+        mean_curves[name] = [(runs[0][i][0], float(np.mean([run[i][1] for run in runs]))) for i in range(length)]
     return {"metrics": metrics, "held_out": held_out, "curves": mean_curves}
 
 

@@ -214,9 +214,16 @@ def report(evaluation: Evaluation, out: Path | None) -> None:
 @need_option
 @env_arg_option
 @click.option(
-    "--steps", default=200_000, show_default=True, type=click.IntRange(min=1), help="Environment steps (item placements)."
+    "--steps", default=150_000, show_default=True, type=click.IntRange(min=1), help="Environment steps (item placements)."
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of training and of the evaluation episodes.")
+@click.option(
+    "--model",
+    default=None,
+    metavar="PATH_OR_NAME",
+    help="Causal language model of the flexrec-llm agent: a local folder or a hub name (default: the built-in tiny "
+    "smoke-test model). Same as --set model=...",
+)
 @click.option(
     "--set", "settings", multiple=True, metavar="KEY=VALUE", help="Agent setting (repeatable), e.g. --set learning_rate=1e-3."
 )
@@ -242,6 +249,7 @@ def train(
     env_args: tuple[str, ...],
     steps: int,
     seed: int,
+    model: str | None,
     settings: tuple[str, ...],
     logdir: Path,
     out: Path | None,
@@ -256,6 +264,7 @@ def train(
       flexrec-agent train --agent bpr --steps 50000
       flexrec-agent train --agent dqn --need trending,niche --steps 100000 --logdir runs/dqn
       flexrec-agent train --config configs/maskable_ppo.yaml --seed 3
+      flexrec-agent train --agent flexrec-llm --model Qwen/Qwen2.5-0.5B-Instruct --steps 20000
     """
     env_kwargs = env_kwargs_from(scenario, scenario_args, need, env_args)
     agent_settings = parse_pairs(settings, "--set")
@@ -263,6 +272,10 @@ def train(
         if not agent.startswith("flexrec"):
             raise click.BadParameter(f"--advantage applies to the flexrec agents, not {agent!r}", param_hint="--advantage")
         agent_settings["advantage"] = advantage
+    if model is not None:
+        if agent != "flexrec-llm":
+            raise click.BadParameter(f"--model applies to the flexrec-llm agent, not {agent!r}", param_hint="--model")
+        agent_settings["model"] = model
     try:
         learner = make_agent(agent, **agent_settings)
     except ValueError as error:

@@ -12,14 +12,14 @@ so the base class's masking makes every sample a valid ranking (no repeats, noth
 teacher forcing computes the same logits as sampling. Sampling runs the prompt once (``use_cache=True``), repeats
 its key/value cache G times (rows ``b * G + g``) and feeds one identifier per step; teacher forcing runs the K
 identifiers of all B * G rankings in one forward over the same (repeated) prompt cache, with gradients flowing into
-the prompt's keys and values. Prompts are left-padded; position ids count only real tokens, so padding changes
-nothing.
+the prompt's keys and values (under gradient checkpointing in training, prompts and identifiers go through one
+forward instead). Prompts are left-padded; position ids count only real tokens, so padding changes nothing.
 
 Only the adapter trains (and, with added identifier tokens, their embeddings). The reference of the KL penalty is the
 same model with the adapter disabled (peft's ``disable_adapter``): no second copy in memory, and no reference sync.
 
 ``model="tiny"`` is a built-in *smoke-test* model (a 2-layer Llama-style network with random weights and a byte-level
-BPE tokenizer trained on the environment's words, built offline in a second): it exercises every code path on a
+BPE tokenizer trained on the environment's words, built offline in seconds): it exercises every code path on a
 CPU, and learns what a prompt makes easy to read, but it is not a recommender. Any local folder or hub name of a
 causal language model works in its place (``flexrec-agent train --agent flexrec-llm --model PATH``).
 """
@@ -30,8 +30,9 @@ import contextlib
 import copy
 import logging
 import string
+import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, NoReturn, get_args
 
 import gymnasium as gym
@@ -70,7 +71,7 @@ class LLMPolicyConfig:
     """Never download: the model must be a local folder or already in the Hugging Face cache."""
     lora_rank: int = 16
     """Rank r of the LoRA adapter."""
-    lora_alpha: float = 32.0
+    lora_alpha: int = 32
     """LoRA scaling numerator (the update is ``alpha / r * B A``)."""
     lora_dropout: float = 0.0
     """Dropout on the adapter's input (0 keeps sampling and teacher forcing the same function)."""
@@ -148,14 +149,13 @@ def tiny_tokenizer_corpus() -> list[str]:
 def tiny_tokenizer() -> Any:
     """A fast tokenizer built offline: byte-level BPE (digits split one by one) with a simple chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.Sequence(  # type: ignore[assignment]
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
     )
-    backend.decoder = decoders.ByteLevel()  # type: ignore[assignment]
-    backend.post_processor = processors.ByteLevel(trim_offsets=False)  # type: ignore[assignment]
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
     specials = ["<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>"]
     trainer = trainers.BpeTrainer(
         vocab_size=768, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
@@ -219,7 +219,7 @@ class TinyBase:
         """The model (with these weights) and the tokenizer."""
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        model = LlamaForCausalLM(LlamaConfig(**self.config))
+        model: Any = LlamaForCausalLM(LlamaConfig(**self.config))
         model.load_state_dict(self.state_dict)
         return model.to(dtype), wrap_tokenizer(self.tokenizer)
 
@@ -252,7 +252,12 @@ def disable_dropout(model: nn.Module) -> None:
         if isinstance(module, nn.Dropout):
             module.p = 0.0
         if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0
+            vars(module)["attention_dropout"] = 0.0  # a float read in forward (Llama, Qwen, Mistral attention)
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """``(B, T)`` position of each token among the real (unmasked) ones: left padding shifts nothing."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def repeat_cache(cache: Any, repeats: int) -> Any:
@@ -300,6 +305,8 @@ class LLMRankingPolicy(RankingPolicy):
     """A causal LM with a LoRA adapter writes the ranking as identifier tokens (see the module docstring)."""
 
     reads_text = True
+    identifier_ids: torch.Tensor
+    """``(N,)`` the token id of each candidate's identifier (a buffer)."""
 
     def __init__(self, num_candidates: int, config: LLMPolicyConfig | None = None, tiny: TinyBase | None = None) -> None:
         from peft import LoraConfig, get_peft_model
@@ -311,7 +318,10 @@ class LLMRankingPolicy(RankingPolicy):
         self.labels, identifier_ids, added = self._identifiers(model, num_candidates)
         self.register_buffer("identifier_ids", torch.tensor(identifier_ids, dtype=torch.long), persistent=False)
         if c.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         target = list(c.target_modules) if isinstance(c.target_modules, tuple) else c.target_modules
         lora = LoraConfig(
             r=c.lora_rank,
@@ -321,7 +331,9 @@ class LLMRankingPolicy(RankingPolicy):
             task_type="CAUSAL_LM",
             trainable_token_indices=identifier_ids if added else None,
         )
-        self.lm = get_peft_model(model, lora)
+        with warnings.catch_warnings():  # peft 0.21 asks transformers 5 for a renamed property
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+            self.lm: Any = get_peft_model(model, lora)
 
     # Identifiers and prompts ----------------------------------------------------------------------------------------
 
@@ -372,7 +384,7 @@ class LLMRankingPolicy(RankingPolicy):
     ) -> tuple[str, list[int]]:
         """The prompt text (chat template applied when the tokenizer has one) and the index of each label's last char."""
         labels = self.labels if labels is None else labels
-        recent = list(history)[len(history) - self.config.max_history :] if self.config.max_history else []
+        recent = list(history)[-self.config.max_history :] if self.config.max_history else []
         lines, chars, offset = [], [], 0
         for label, title in zip(labels, candidates, strict=True):
             chars.append(offset + len(label))  # "-" then the label: its last char
@@ -387,11 +399,12 @@ class LLMRankingPolicy(RankingPolicy):
             text = self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
             )
-            start += text.find(message)
-            if text.find(message) < 0:
+            if message not in text:
                 raise ValueError(f"the chat template of {self.config.model!r} rewrites the prompt; its labels cannot be found")
-        else:
-            text = self.tokenizer.bos_token + message + "\nAnswer:" if self.tokenizer.bos_token else message + "\nAnswer:"
+            start += text.index(message)
+        else:  # a base model: the message, then the answer's cue
+            bos = self.tokenizer.bos_token or ""
+            text, start = f"{bos}{message}\nAnswer:", start + len(bos)
         return text, [start + c for c in chars]
 
     def prompt(self, request: Request) -> tuple[str, list[int]]:
@@ -425,14 +438,15 @@ class LLMRankingPolicy(RankingPolicy):
     # Forward passes -------------------------------------------------------------------------------------------------
 
     def forward_identifiers(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: Any = None, keep: int = 1
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: Any = None, keep: int = 1, use_cache: bool = True
     ) -> tuple[torch.Tensor, Any]:
-        """Identifier logits ``(B, keep, N)`` of the last ``keep`` of ``input_ids`` ``(B, T)`` after ``cache``.
+        """Identifier logits ``(B, keep, N)`` of the last ``keep`` of ``input_ids`` ``(B, T)`` after ``cache``; the cache.
 
-        ``attention_mask`` covers the cache and the new tokens; position ids count real tokens only.
+        ``attention_mask`` covers the cache and the new tokens; position ids count real tokens only. The cache comes
+        back extended by the new tokens (None without ``use_cache`` or under gradient checkpointing in training).
         """
-        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
-        use_cache = not (self.config.gradient_checkpointing and self.training)
+        positions = position_ids(attention_mask)[:, -input_ids.shape[1] :]
+        use_cache = use_cache and not (self.config.gradient_checkpointing and self.training)
         out = self.lm(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -476,23 +490,23 @@ class LLMRankingPolicy(RankingPolicy):
         mask = torch.cat([prompt_mask, prompt_mask.new_ones(b * g, k - 1)], 1)
         if state.cache is None:  # gradient checkpointing: prompt and identifiers in one forward
             ids = torch.cat([state.input_ids.repeat_interleave(g, 0), fed], 1)
-            logits, _ = self.forward_identifiers(ids, mask, keep=k)
+            logits, _ = self.forward_identifiers(ids, mask, keep=k, use_cache=False)
         else:
             assert state.logits is not None
-            first = state.logits.repeat_interleave(g, 0)[:, None]  # (B * G, 1, N)
-            rest = self.forward_identifiers(fed, mask, repeat_cache(state.cache, g), keep=k - 1)[0] if k > 1 else first[:, :0]
-            logits = torch.cat([first, rest], 1)
+            logits = state.logits.repeat_interleave(g, 0)[:, None]  # (B * G, 1, N): the first position
+            if k > 1:  # the other K - 1 positions in one forward over the repeated prompt cache
+                rest, _ = self.forward_identifiers(fed, mask, repeat_cache(state.cache, g), keep=k - 1)
+                logits = torch.cat([logits, rest], 1)
         return logits.reshape(b, g, k, -1)  # (B, G, K, N)
 
     @torch.no_grad()
     def critic_inputs(self, inputs: RankingInputs) -> torch.Tensor:
         """``(B, N, H)``: the last hidden state at each candidate's identifier token in the prompt (detached)."""
         prompts = self.tokenize(inputs)
-        mask = prompts.attention_mask
         out = self.lm(
             input_ids=prompts.input_ids,
-            attention_mask=mask,
-            position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0),
+            attention_mask=prompts.attention_mask,
+            position_ids=position_ids(prompts.attention_mask),
             use_cache=False,
             output_hidden_states=True,
             logits_to_keep=1,
@@ -606,10 +620,12 @@ class FlexRecLLMAgent(PolicyAgent):
 
     def policy_payload(self, policy: RankingPolicy) -> dict[str, Any]:
         assert isinstance(policy, LLMRankingPolicy)
-        return {"num_candidates": policy.num_candidates, "adapter": policy.adapter_state_dict(), "tiny": policy.tiny}
+        tiny = None if policy.tiny is None else asdict(policy.tiny)  # the tiny model's weights: self-contained
+        return {"num_candidates": policy.num_candidates, "adapter": policy.adapter_state_dict(), "tiny": tiny}
 
     def restore_policy(self, data: dict[str, Any]) -> LLMRankingPolicy:
-        policy = LLMRankingPolicy(data["num_candidates"], self.policy_config, tiny=data["tiny"])
+        tiny = None if data["tiny"] is None else TinyBase(**data["tiny"])
+        policy = LLMRankingPolicy(data["num_candidates"], self.policy_config, tiny=tiny)
         policy.load_adapter_state_dict(data["adapter"])
         return policy.to("cuda") if torch.cuda.is_available() else policy
 

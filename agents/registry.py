@@ -51,6 +51,9 @@ AGENTS: dict[str, AgentSpec] = {
     "flexrec": AgentSpec(
         _lazy("agents.flexrec", "FlexRecAgent"), "transformer ranking policy trained by FlexRec (swap rewards + critic)", True
     ),
+    "flexrec-llm": AgentSpec(
+        _lazy("agents.llm", "FlexRecLLMAgent"), "LLM (LoRA) ranking policy trained by FlexRec; reads the request as text", True
+    ),
     "maskable-ppo": AgentSpec(_sb3("maskable-ppo"), "sb3-contrib MaskablePPO over the candidate set", True),
     "ppo": AgentSpec(_sb3("ppo"), "stable-baselines3 PPO over the candidate set (masked scores)", True),
     "dqn": AgentSpec(_sb3("dqn"), "stable-baselines3 DQN over the candidate set (masked Q-values)", True),

@@ -23,5 +23,5 @@ env_kwargs = {"need": [n.name for n in training_needs()]}
 for name in ("random", "popularity", "popularity-recent", "bpr", "sasrec", "need-aware", "oracle"):
     agent = make_agent(name)
     if hasattr(agent, "learn"):
-        agent.learn(env_kwargs, total_steps=200_000, seed=0)  # need-blind: fitted on interaction histories only
+        agent.learn(env_kwargs, total_steps=150_000, seed=0)  # need-blind: fitted on interaction histories only
     print(evaluate(agent, env_kwargs, needs=needs, episodes=args.episodes).table(("NDCG@5", "Recall@5")), "\n")
