@@ -80,6 +80,9 @@ class TrainerConfig:
     """Weight of the entropy bonus."""
     max_grad_norm: float = 1.0
     """Gradient clipping of the policy."""
+    impute: str = "all"
+    """Where ``flexrec`` fills in unobserved labels with the critic: ``"all"`` requests, or only ``"anchored"`` ones
+    (whose feedback observed at least one relevant item; the others keep the feedback's swap rewards)."""
     weight_form: str = "sigmoid"
     """Confidence weight of ``flexrec``: ``"sigmoid"`` (``sigmoid(-u T) + 0.5``) or ``"inverse-variance"``."""
     weight_temperature: float = 1.0
@@ -107,6 +110,7 @@ class TrainerConfig:
             "entropy_coef": self.entropy_coef >= 0,
             "max_grad_norm": self.max_grad_norm > 0,
             "weight_form": self.weight_form in WEIGHT_FORMS,
+            "impute": self.impute in ("all", "anchored"),
             "weight_temperature": self.weight_temperature > 0,
             "eval_every": self.eval_every >= 0,
             "eval_episodes": self.eval_episodes >= 1,
@@ -270,6 +274,9 @@ class FlexRecTrainer:
         with torch.no_grad():
             mean, var = (x.cpu().numpy().astype(np.float64) for x in self.critic(features))
         gain, gain_var = completed_gains(labels, observed, mean, var)
+        if self.config.impute == "anchored":  # requests whose feedback saw no relevant item are not imputed
+            anchored = ((labels > 0) & observed).any(axis=1)
+            gain[~anchored] = np.where(observed[~anchored], gain[~anchored], 0.0)
         rewards, std = completed_swap_rewards(rankings, gain, gain_var, self.metric_k)
         list_level = np.array([self.list_level.get(str(n), False) for n in needs])
         rewards[list_level] = env_swap[list_level]  # exact generic swap rewards; the linear std stays

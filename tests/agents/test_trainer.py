@@ -115,3 +115,24 @@ def test_cli_trains_flexrec_and_evaluate_reproduces_it(tmp_path):
     assert next(line for line in result.output.splitlines() if line.startswith("interest")) == trained_line
     result = runner.invoke(main, ["train", "--agent", "random", "--advantage", "swap"])
     assert result.exit_code != 0 and "--advantage applies to the flexrec agents" in result.output
+
+
+@pytest.mark.parametrize("impute", ["all", "anchored"])
+def test_critic_fills_in_unobserved_labels_only_where_the_feedback_saw_a_relevant_item(impute):
+    t = make_trainer(advantage="flexrec", impute=impute)
+    batch = t.collect()  # builds the critic
+    assert t.critic is not None
+    for member in t.critic.members:
+        torch.nn.init.constant_(member[-1].bias, 1.0)  # the critic now predicts a positive gain everywhere
+    rankings = batch.rankings.numpy()
+    labels = np.zeros((4, 8))
+    observed = np.zeros((4, 8), dtype=bool)
+    labels[0, 2], observed[0, [2, 3]] = 1.0, True  # request 0: one relevant item observed
+    observed[1, [0, 1]] = True  # request 1: only irrelevant items observed
+    needs = np.array(["interest"] * 4, dtype=object)
+    rewards, std, _ = t.critic_rewards(batch.inputs, rankings, labels, observed, np.zeros(rankings.shape), needs)
+    assert np.abs(rewards[0]).sum() > 0  # request 0 is completed by the critic either way
+    if impute == "anchored":
+        np.testing.assert_array_equal(rewards[1:], 0.0)  # nothing relevant observed: no invented credit
+    else:
+        assert np.abs(rewards[1:]).sum() > 0
