@@ -9,7 +9,7 @@ training batches and the scores.
 Training budget: ``learn(env_kwargs, total_steps)`` processes ``total_steps`` *training examples*, each a positive
 item with one sampled negative, drawn with replacement: for BPR a (user, positive, negative) triple, for SASRec one
 next-item target of a history window (batches hold whole windows; the last one is cut to the budget). The CLI's
-default ``--steps 200000`` is then about 20 passes over the default synthetic histories (10,000 interactions), a
+default ``--steps 150000`` is then about 15 passes over the default synthetic histories (10,000 interactions), a
 few seconds on one CPU core for either model.
 
 Negatives are uniform over the catalogue, redrawn when they fall in the user's history (up to
