@@ -1,7 +1,8 @@
 r"""Advantage estimators of the FlexRec trainer: pure functions of a group's rewards, ``(B, G, K)`` out.
 
 A batch holds B requests, G sampled rankings per request (a *group*) and K positions per ranking. Every estimator
-gives each position of each ranking an advantage ``A[b, g, t]``:
+gives each position of each ranking an advantage ``A[b, g, t]`` from a :class:`Rewards` record; they are looked up
+by name in :data:`ESTIMATORS`:
 
 ``list`` (GRPO)
     One list reward ``R[b, g]`` (the need's metric on the feedback labels) per ranking, normalised across its
@@ -13,21 +14,26 @@ gives each position of each ranking an advantage ``A[b, g, t]``:
     own placement.
 
 ``flexrec``
-    Swap rewards ``r_hat`` recomputed from the observed labels with the critic's predictions standing in for the
-    unobserved ones, with standard deviation ``sigma`` (:mod:`agents.critic`), normalised as for ``swap`` and
-    scaled by a confidence weight: ``A[b, g, t] = w(u[b, g, t]) * normalise(r_hat)[b, g, t]``, where
-    ``u = sigma / (std_g r_hat[b, :, t] + eps)`` is the uncertainty relative to the spread the normalisation
-    divides by (so the weight does not depend on the reward's scale).
+    Swap rewards ``r_hat`` recomputed from the feedback completed by the critic, with standard deviation ``sigma``
+    (:mod:`agents.critic`), normalised as for ``swap`` and scaled by a confidence weight:
+    ``A[b, g, t] = w(u[b, g, t]) * normalise(r_hat)[b, g, t]``, where ``u = sigma / (std_g r_hat[b, :, t] + eps)``
+    is the uncertainty relative to the spread the normalisation divides by (so the weight does not depend on the
+    reward's scale).
 
-Confidence weights :math:`w(u)` (:func:`confidence_weights`), decreasing in ``u`` and 1 at ``u = 0``:
+Confidence weights :math:`w(u)` (:data:`WEIGHTS`), decreasing in ``u`` and 1 at ``u = 0``:
 
-* ``"sigmoid"`` (default): ``w = sigmoid(-u * T) + 0.5``, in ``(0.5, 1]``: an uncertain position still teaches
-  half as much, so a miscalibrated critic can slow learning but never switch it off;
-* ``"inverse-variance"``: ``w = clamp(1 / (u * T)**2, w_min, 1)``: classic inverse-variance weighting, flat at 1
-  while the uncertainty is below the spread, then falling as ``1 / u**2``.
+* ``"shrinkage"`` (default): ``w = 1 / (1 + (u T)**2)``, the signal's share of the total variance when the reward
+  spread is the signal and ``sigma`` the noise: 1 where the critic is sure, towards 0 where it knows nothing;
+* ``"sigmoid"``: ``w = sigmoid(-u T) + 0.5``, in ``(0.5, 1]``: an uncertain position still teaches half as much
+  (the first version's weight; in practice a flat cut of the step size);
+* ``"none"``: ``w = 1``, the ablation that keeps the critic's completion and drops the down-weighting.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,8 +41,22 @@ from numpy.typing import NDArray
 FloatArray = NDArray[np.float64]
 
 EPS = 1e-8
-ESTIMATORS = ("list", "swap", "flexrec")
-WEIGHT_FORMS = ("sigmoid", "inverse-variance")
+Weight = Literal["shrinkage", "sigmoid", "none"]
+Estimator = Literal["list", "swap", "flexrec"]
+
+
+@dataclass(frozen=True)
+class Rewards:
+    """What the estimators read about one batch of G rankings of B requests."""
+
+    list_rewards: FloatArray
+    """``(B, G)`` the need's list metric on the feedback labels."""
+    swap_rewards: FloatArray
+    """``(B, G, K)`` the environment's exact swap rewards on the feedback labels."""
+    critic_rewards: FloatArray | None = None
+    """``(B, G, K)`` swap rewards on the critic-completed gains (``flexrec`` only)."""
+    critic_std: FloatArray | None = None
+    """``(B, G, K)`` their standard deviation."""
 
 
 def group_normalise(values: NDArray, eps: float = EPS) -> FloatArray:
@@ -47,26 +67,16 @@ def group_normalise(values: NDArray, eps: float = EPS) -> FloatArray:
     return np.where(std > eps, centred / (std + eps), 0.0)
 
 
-def list_advantages(list_rewards: NDArray, length: int) -> FloatArray:
-    """GRPO: the group-normalised list reward ``(B, G)`` broadcast to all ``length`` positions: ``(B, G, K)``."""
-    normalised = group_normalise(list_rewards)
-    return np.repeat(normalised[..., None], length, axis=-1)
-
-
-def swap_advantages(swap_rewards: NDArray) -> FloatArray:
-    """Per-position swap rewards ``(B, G, K)``, normalised per position across the group."""
-    return group_normalise(swap_rewards)
-
-
-def confidence_weights(uncertainty: NDArray, form: str = "sigmoid", temperature: float = 1.0, floor: float = 0.05) -> FloatArray:
+def confidence_weights(uncertainty: NDArray, form: Weight = "shrinkage", temperature: float = 1.0) -> FloatArray:
     """Weights in ``(0, 1]`` that decrease with the (relative) uncertainty ``u >= 0``; see the module docstring."""
-    u = np.asarray(uncertainty, dtype=np.float64)
+    u = np.asarray(uncertainty, dtype=np.float64) * temperature
+    if form == "shrinkage":
+        return 1.0 / (1.0 + u**2)
     if form == "sigmoid":
-        return np.exp(-np.logaddexp(0.0, u * temperature)) + 0.5  # sigmoid(-uT), without overflow
-    if form == "inverse-variance":
-        scaled = np.maximum(u * temperature, EPS)
-        return np.clip(1.0 / scaled**2, floor, 1.0)
-    raise ValueError(f"weight form {form!r}; allowed: {list(WEIGHT_FORMS)}")
+        return np.exp(-np.logaddexp(0.0, u)) + 0.5  # sigmoid(-u), without overflow
+    if form == "none":
+        return np.ones_like(u)
+    raise ValueError(f"weight={form!r}; allowed: {list(WEIGHTS)}")
 
 
 def relative_uncertainty(rewards: NDArray, std: NDArray, eps: float = EPS) -> FloatArray:
@@ -75,9 +85,42 @@ def relative_uncertainty(rewards: NDArray, std: NDArray, eps: float = EPS) -> Fl
     return np.asarray(std, dtype=np.float64) / (spread + eps)
 
 
-def flexrec_advantages(
-    rewards: NDArray, std: NDArray, form: str = "sigmoid", temperature: float = 1.0
-) -> tuple[FloatArray, FloatArray]:
-    """Critic-completed swap rewards and their std ``(B, G, K)`` -> (advantages, confidence weights)."""
-    weights = confidence_weights(relative_uncertainty(rewards, std), form, temperature)
-    return weights * group_normalise(rewards), weights
+def list_advantages(rewards: Rewards, weight: Weight = "shrinkage", temperature: float = 1.0) -> tuple[FloatArray, FloatArray]:
+    """GRPO: the group-normalised list reward broadcast to all K positions; weights 1."""
+    shape = rewards.swap_rewards.shape
+    return np.broadcast_to(group_normalise(rewards.list_rewards)[..., None], shape).copy(), np.ones(shape)
+
+
+def swap_advantages(rewards: Rewards, weight: Weight = "shrinkage", temperature: float = 1.0) -> tuple[FloatArray, FloatArray]:
+    """Per-position swap rewards normalised per position across the group; weights 1."""
+    return group_normalise(rewards.swap_rewards), np.ones(rewards.swap_rewards.shape)
+
+
+def flexrec_advantages(rewards: Rewards, weight: Weight = "shrinkage", temperature: float = 1.0) -> tuple[FloatArray, FloatArray]:
+    """Critic-completed swap rewards, normalised, times the confidence weight of their std."""
+    if rewards.critic_rewards is None or rewards.critic_std is None:
+        raise ValueError("the flexrec estimator needs critic_rewards and critic_std")
+    weights = confidence_weights(relative_uncertainty(rewards.critic_rewards, rewards.critic_std), weight, temperature)
+    return weights * group_normalise(rewards.critic_rewards), weights
+
+
+#: Estimators by name: ``(rewards, weight, temperature) -> (advantages (B, G, K), weights (B, G, K))``.
+ESTIMATORS: dict[str, Callable[[Rewards, Weight, float], tuple[FloatArray, FloatArray]]] = {
+    "list": list_advantages,
+    "swap": swap_advantages,
+    "flexrec": flexrec_advantages,
+}
+#: Estimators that need the critic.
+USES_CRITIC = frozenset({"flexrec"})
+WEIGHTS: tuple[Weight, ...] = ("shrinkage", "sigmoid", "none")
+
+
+def position_weights(length: int, k: int, form: Literal["discount", "uniform"] = "discount") -> FloatArray:
+    """Per-position weights ``(K,)`` with mean 1: NDCG@k's discount ``1 / log2(t + 1)`` (0 past k), or uniform."""
+    if form == "uniform":
+        return np.ones(length)
+    if form != "discount":
+        raise ValueError(f"position_weight={form!r}; allowed: ['discount', 'uniform']")
+    t = np.arange(1, length + 1)
+    discount = np.where(t <= k, 1.0 / np.log2(t + 1.0), 0.0)
+    return discount / discount.mean()

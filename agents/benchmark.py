@@ -3,11 +3,21 @@
 A *cell* is one agent trained (if it is trainable) with one seed and evaluated on every need: the training needs
 and the held-out ones, episode i of a need played with seed ``1_000_000 + i`` whatever the agent, so comparisons
 are paired. Each finished cell is written to ``OUT/cells/AGENT-seedS.json`` (atomically) and never recomputed, so
-an interrupted run resumes where it stopped. The report pools the episodes of all seeds of an agent:
+an interrupted run resumes where it stopped. The report (:func:`summarise`, :func:`markdown`):
 
-* ``results.json``: per agent, need and metric the mean, 95% CI and episode count, plus the learning curves;
+* ``results.json``: per agent, need and metric the mean, 95% CI and episode count (episodes of all seeds pooled),
+  the learning curves, and the figures of the tables below;
 * ``results.md``: a Markdown table per metric (mean ± CI), with each learned method's relative change over the best
-  baseline of that need (the best of the non-learning and need-blind agents, the oracle excluded);
+  baseline of that need (the best of the non-learning and need-blind agents, the oracle excluded); then
+
+  - *paired differences*: the main agent (``flexrec``) minus every other agent on each need, with a 95% interval
+    from a two-level paired bootstrap over seeds and episodes (:mod:`agents.statistics`);
+  - *aggregates over needs*: each agent's IQM and mean over the training needs and over the held-out needs, with
+    95% stratified bootstrap intervals (Agarwal et al. 2021);
+  - *ablation* (when two or more of :data:`ABLATIONS` ran): each entry's mean on the training and held-out needs
+    and its relative change over :data:`ABLATION_REFERENCE` with a paired interval;
+  - *learning curves*: the mean curve of each learned agent, and the steps the main agent takes to reach the
+    reference's final value;
 * ``needs.png`` (NDCG@5 per need and agent, with error bars) and ``learning_curves.png`` (true NDCG@5 at the
   evaluation points of the RL methods, mean over seeds).
 """
@@ -28,9 +38,11 @@ import numpy as np
 from agents.base import Agent, TrainableAgent
 from agents.evaluation import REPORTED_METRICS, evaluate, format_ci, mean_ci
 from agents.registry import AGENTS, make_agent
+from agents.statistics import REPS, iqm, paired_comparison, stratified_bootstrap_ci
+from agents.statistics import mean as overall_mean
 from flexrec_env.needs import held_out_needs, training_needs
 
-#: Benchmark entries: name -> (registered agent, settings). The three FlexRec estimators are separate entries.
+#: Benchmark entries: name -> (registered agent, settings). The FlexRec estimators and ablations are separate entries.
 ENTRIES: dict[str, tuple[str, dict[str, Any]]] = {
     "random": ("random", {}),
     "popularity": ("popularity", {}),
@@ -38,18 +50,38 @@ ENTRIES: dict[str, tuple[str, dict[str, Any]]] = {
     "need-aware": ("need-aware", {}),
     "bpr": ("bpr", {}),
     "sasrec": ("sasrec", {}),
+    "supervised": ("supervised", {}),
+    "critic": ("flexrec", {"advantage": "flexrec"}),  # the flexrec run's critic as the ranker (see DERIVED)
     "maskable-ppo": ("maskable-ppo", {}),
     "flexrec-list": ("flexrec", {"advantage": "list"}),
     "flexrec-swap": ("flexrec", {"advantage": "swap"}),
+    "flexrec-no-prior": ("flexrec", {"advantage": "flexrec", "critic_prior": False}),
+    "flexrec-impute-only": ("flexrec", {"advantage": "flexrec", "weight": "none"}),
+    "flexrec-weight-only": ("flexrec", {"advantage": "flexrec", "completion": "none"}),
+    "flexrec-dr": ("flexrec", {"advantage": "flexrec", "completion": "dr"}),
+    "flexrec-no-anchor": ("flexrec", {"advantage": "flexrec", "kl_coef": 0.0}),
     "flexrec": ("flexrec", {"advantage": "flexrec"}),
     "flexrec-llm": ("flexrec-llm", {}),
     "oracle": ("oracle", {}),
 }
+#: Entries that rank with something a trained agent built: name -> that agent -> the ranker evaluated.
+DERIVED: dict[str, Callable[[Any], Agent]] = {"critic": lambda agent: agent.critic_ranker()}
+#: Entries of the ablation table, in table order; each is compared with :data:`ABLATION_REFERENCE`.
+ABLATIONS = (
+    "flexrec-list", "flexrec-swap", "flexrec-no-prior", "flexrec-impute-only", "flexrec-weight-only", "flexrec-no-anchor",
+    "flexrec", "flexrec-dr",
+)  # fmt: skip
 DEFAULT_AGENTS = (
-    "random", "popularity", "need-aware", "bpr", "sasrec", "maskable-ppo", "flexrec-list", "flexrec-swap", "flexrec", "oracle",
+    "random", "popularity", "need-aware", "bpr", "sasrec", "supervised", "critic", "maskable-ppo", *ABLATIONS, "oracle",
 )  # fmt: skip
 #: Agents that learn from the environment's rewards (the others are baselines; the oracle is the ceiling).
-LEARNED = ("maskable-ppo", "flexrec-list", "flexrec-swap", "flexrec", "flexrec-llm")
+LEARNED = ("maskable-ppo", *ABLATIONS, "flexrec-llm")
+#: The ablation's starting point: the list-reward (GRPO) estimator that every other ablation entry changes.
+ABLATION_REFERENCE = "flexrec-list"
+#: The method compared with every other agent in the paired tables (if it ran; else the last learned entry that did).
+MAIN_AGENT = "flexrec"
+#: Metrics of the paired, aggregate and ablation tables.
+KEY_METRICS = ("NDCG@5", "Recall@5")
 EVAL_SEED = 1_000_000
 
 
@@ -123,14 +155,15 @@ def run_cell(name: str, seed: int, config: BenchmarkConfig) -> dict[str, Any]:
     trained = time.perf_counter() - started
     needs = [*env_kwargs["need"], *(n.name for n in held_out_needs() if n.name not in env_kwargs["need"])]
     eval_kwargs = {k: v for k, v in env_kwargs.items() if k != "need"}
-    result = evaluate(agent, eval_kwargs, needs, config.episodes, EVAL_SEED)
+    ranker = DERIVED[name](agent) if name in DERIVED else agent
+    result = evaluate(ranker, eval_kwargs, needs, config.episodes, EVAL_SEED)
     return {
         "agent": name,
         "seed": seed,
         "values": result.values,
         "held_out": result.held_out,
         "train_seconds": trained,
-        "curve": learning_curve(agent),
+        "curve": [] if name in DERIVED else learning_curve(agent),
     }
 
 
@@ -150,15 +183,144 @@ def run_benchmark(config: BenchmarkConfig, out: Path, progress: Callable[[str], 
                 write_json(path, run_cell(name, seed, config))
                 progress(f"{name} seed {seed}: {time.perf_counter() - started:.0f}s")
             cells.append(json.loads(path.read_text()))
-    report = summarise(cells)
+    report = summarise(cells, budget=config.steps)
     write_json(out / "results.json", {"config": asdict(config), **report})
     (out / "results.md").write_text(markdown(report))
     plot(report, out)
     return report
 
 
-def summarise(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Pool the episodes of each agent's seeds: ``{"metrics": {agent: {need: {metric: {...}}}}, ...}``."""
+Matrices = dict[str, dict[str, dict[str, np.ndarray]]]
+"""``matrices[agent][need][metric]``: per-episode values ``(S, E)``, one row per seed (in seed order)."""
+
+
+def seed_matrices(cells: Sequence[dict[str, Any]]) -> Matrices:
+    """Each agent's per-episode values as ``(S, E)`` arrays, one row per seed: trained agents S rows, others one."""
+    rows: dict[str, dict[str, dict[str, list[list[float]]]]] = {}
+    for cell in sorted(cells, key=lambda cell: cell["seed"]):  # stable: the agents keep their order
+        for need, metrics in cell["values"].items():
+            for metric, values in metrics.items():
+                rows.setdefault(cell["agent"], {}).setdefault(need, {}).setdefault(metric, []).append(values)
+    matrices: Matrices = {}
+    for agent, needs in rows.items():
+        for need, metrics in needs.items():
+            for metric, per_seed in metrics.items():
+                lengths = sorted({len(values) for values in per_seed})
+                if len(lengths) > 1:
+                    raise ValueError(
+                        f"{agent} on {need} ({metric}): the seeds have {lengths} episodes; allowed: the same number "
+                        f"for every seed (cells of one benchmark configuration)"
+                    )
+                matrices.setdefault(agent, {}).setdefault(need, {})[metric] = np.asarray(per_seed, dtype=np.float64)
+    return matrices
+
+
+def main_agent(agents: Sequence[str]) -> str | None:
+    """The agent of the paired tables: :data:`MAIN_AGENT` if it ran, else the last learned entry that ran."""
+    if MAIN_AGENT in agents:
+        return MAIN_AGENT
+    learned = [name for name in LEARNED if name in agents]
+    return learned[-1] if learned else None
+
+
+def need_groups(needs: Sequence[str], held_out: dict[str, bool]) -> dict[str, list[str]]:
+    """``{"training": [...], "held-out": [...]}`` in ``needs`` order, without an empty group."""
+    groups = {
+        "training": [need for need in needs if not held_out.get(need)],
+        "held-out": [need for need in needs if held_out.get(need)],
+    }
+    return {group: members for group, members in groups.items() if members}
+
+
+def _json_number(value: float) -> float | None:
+    """``value``, or None where it is NaN (JSON has no NaN)."""
+    return None if np.isnan(value) else value
+
+
+def _comparison(a: np.ndarray, b: np.ndarray, reps: int) -> dict[str, float | None]:
+    return {key: _json_number(value) for key, value in paired_comparison(a, b, reps).items()}
+
+
+def paired_figures(matrices: Matrices, reps: int = REPS) -> dict[str, Any]:
+    """``{main: {other: {need: {metric: {"diff", "low", "high", "rel", "rel_low", "rel_high"}}}}}``.
+
+    The main agent (:func:`main_agent`) minus every other agent, on each need and metric both were evaluated on,
+    from :func:`agents.statistics.paired_comparison` (a baseline evaluated once is one row, broadcast over seeds).
+    """
+    main = main_agent(list(matrices))
+    if main is None:
+        return {}
+    figures: dict[str, Any] = {}
+    for other, other_needs in matrices.items():
+        if other == main:
+            continue
+        figures[other] = {
+            need: {metric: _comparison(values, other_needs[need][metric], reps) for metric, values in metrics.items()}
+            for need, metrics in matrices[main].items()
+            if need in other_needs
+        }
+    return {main: figures}
+
+
+def pooled_needs(per_need: dict[str, dict[str, np.ndarray]], needs: Sequence[str], metric: str) -> np.ndarray:
+    """The episodes of several needs side by side, ``(S, needs x E)``: still paired across agents."""
+    return np.concatenate([per_need[need][metric] for need in needs], axis=1)
+
+
+def aggregate_figures(matrices: Matrices, held_out: dict[str, bool], reps: int = REPS) -> dict[str, Any]:
+    """``{agent: {group: {metric: {"iqm", "iqm_low", "iqm_high", "mean", "mean_low", "mean_high", "needs"}}}}``.
+
+    For each group of needs (``training``, ``held-out``) and each of :data:`KEY_METRICS`: the IQM and the mean of
+    the per-episode values of all seeds and needs, with 95% stratified bootstrap intervals where a *run* is one
+    episode of one seed (``S x E`` runs) and a *task* one need; runs are resampled within each need.
+    """
+    figures: dict[str, Any] = {}
+    for agent, per_need in matrices.items():
+        for group, needs in need_groups(list(per_need), held_out).items():
+            for metric in KEY_METRICS:
+                columns = [per_need[need][metric].ravel() for need in needs]
+                if len({len(column) for column in columns}) > 1:
+                    raise ValueError(f"{agent}: the needs {needs} have different episode counts; allowed: the same")
+                scores = np.column_stack(columns)  # (runs, tasks)
+                entry: dict[str, Any] = {"needs": needs}
+                for name, statistic in (("iqm", iqm), ("mean", overall_mean)):
+                    point, low, high = stratified_bootstrap_ci(scores, statistic, reps)
+                    entry |= {name: point, f"{name}_low": low, f"{name}_high": high}
+                figures.setdefault(agent, {}).setdefault(group, {})[metric] = entry
+    return figures
+
+
+def ablation_figures(matrices: Matrices, held_out: dict[str, bool], reps: int = REPS) -> dict[str, Any]:
+    """``{entry: {group: {metric: paired comparison}}}``: each ablation entry against :data:`ABLATION_REFERENCE`.
+
+    The entry minus the reference (and its relative change) on the episodes of all needs of a group side by side,
+    each need's episodes still paired, for :data:`KEY_METRICS`; empty unless the reference and another entry ran.
+    """
+    if ABLATION_REFERENCE not in matrices:
+        return {}
+    reference = matrices[ABLATION_REFERENCE]
+    groups = need_groups(list(reference), held_out)
+    return {
+        entry: {
+            group: {
+                metric: _comparison(pooled_needs(matrices[entry], needs, metric), pooled_needs(reference, needs, metric), reps)
+                for metric in KEY_METRICS
+            }
+            for group, needs in groups.items()
+        }
+        for entry in ABLATIONS
+        if entry in matrices and entry != ABLATION_REFERENCE
+    }
+
+
+def summarise(cells: Sequence[dict[str, Any]], budget: int | None = None, reps: int = REPS) -> dict[str, Any]:
+    """The report's figures: ``{"metrics", "held_out", "curves", "paired", "aggregate", "ablation", "budget"}``.
+
+    ``metrics[agent][need][metric]`` pools the episodes of an agent's seeds (``mean``, ``ci95``, ``n``);
+    ``curves`` are the learning curves averaged over seeds; ``paired``, ``aggregate`` and ``ablation`` are the
+    figures of :func:`paired_figures`, :func:`aggregate_figures` and :func:`ablation_figures` (``reps`` bootstrap
+    resamples each); ``budget`` is the training budget in environment steps, if known.
+    """
     pooled: dict[str, dict[str, dict[str, list[float]]]] = {}
     curves: dict[str, list[list[tuple[int, float]]]] = {}
     held_out: dict[str, bool] = {}
@@ -181,7 +343,16 @@ def summarise(cells: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for name, runs in curves.items():
         length = min(len(run) for run in runs)
         mean_curves[name] = [(runs[0][i][0], float(np.mean([run[i][1] for run in runs]))) for i in range(length)]
-    return {"metrics": metrics, "held_out": held_out, "curves": mean_curves}
+    matrices = seed_matrices(cells)
+    return {
+        "metrics": metrics,
+        "held_out": held_out,
+        "curves": mean_curves,
+        "paired": paired_figures(matrices, reps),
+        "aggregate": aggregate_figures(matrices, held_out, reps),
+        "ablation": ablation_figures(matrices, held_out, reps),
+        "budget": budget,
+    }
 
 
 def best_baseline(metrics: dict[str, Any], need: str, metric: str) -> tuple[str, float] | None:
@@ -190,8 +361,152 @@ def best_baseline(metrics: dict[str, Any], need: str, metric: str) -> tuple[str,
     return max(candidates, key=lambda item: item[1]) if candidates else None
 
 
+def steps_to_reach(curve: Sequence[Sequence[float]], target: float) -> float | None:
+    """The environment steps at which a learning curve first reaches ``target``, or None if it never does.
+
+    ``curve`` is ``[(steps, value), ...]`` with increasing steps. Between the last evaluation point below the
+    target and the first at or above it the curve is taken as linear (the answer is interpolated); if the first
+    point already reaches the target, its steps are returned (the curve is unknown before it).
+
+    >>> steps_to_reach([(100, 0.2), (200, 0.4), (300, 0.5)], 0.3)  # halfway between 0.2 and 0.4
+    150.0
+    >>> steps_to_reach([(100, 0.2), (200, 0.4)], 0.9) is None
+    True
+    """
+    steps = [float(point[0]) for point in curve]
+    if any(later <= earlier for earlier, later in zip(steps, steps[1:], strict=False)):
+        raise ValueError(f"curve steps {steps}; allowed: strictly increasing")
+    previous: tuple[float, float] | None = None
+    for point in curve:
+        step, value = float(point[0]), float(point[1])
+        if value >= target:
+            if previous is None:
+                return step
+            return previous[0] + (target - previous[1]) / (value - previous[1]) * (step - previous[0])
+        previous = (step, value)
+    return None
+
+
+def _signed_interval(low: float | None, high: float | None, percent: bool = False) -> str:
+    if low is None or high is None:
+        return "—"
+    return f"[{low:+.1%}, {high:+.1%}]" if percent else f"[{low:+.3f}, {high:+.3f}]"
+
+
+def _mark(entry: dict[str, Any]) -> str:
+    """``>`` if the interval lies above 0, ``<`` if below, ``≈`` if it contains 0."""
+    return ">" if entry["low"] > 0 else "<" if entry["high"] < 0 else "≈"
+
+
+def _need_label(need: str, held_out: dict[str, bool]) -> str:
+    return need + (" *" if held_out.get(need) else "")
+
+
+def paired_tables(report: dict[str, Any]) -> list[str]:
+    """Markdown lines: for each key metric, needs as rows and the other agents as columns, ``main - other``."""
+    if not report.get("paired"):
+        return []
+    main, figures = next(iter(report["paired"].items()))
+    others = list(figures)
+    needs = [need for need in report["metrics"][main] if all(need in figures[other] for other in others)]
+    lines = []
+    for metric in KEY_METRICS:
+        lines += [f"### Paired differences: {main} − other, {metric}", ""]
+        lines += [f"| need | {' | '.join(others)} |", f"|---|{'---|' * len(others)}"]
+        for need in needs:
+            entries = [figures[other][need][metric] for other in others]
+            cells = [f"{e['diff']:+.3f} {_signed_interval(e['low'], e['high'])} {_mark(e)}" for e in entries]
+            lines.append(f"| {_need_label(need, report['held_out'])} | {' | '.join(cells)} |")
+        lines.append("")
+    lines += [f"{main} − other on the same episodes (mean over seeds and episodes) with a 95% two-level paired bootstrap "
+              "interval (seeds and episodes resampled, agents.statistics). >: the interval lies above 0, "
+              f"{main} is better; <: it lies below 0, {main} is worse; ≈: it contains 0, no difference shown at this "
+              f"number of seeds and episodes (> or ≈: the upper bound is ≥ 0, {main} is not shown to be worse). "
+              "* held out from training.", ""]  # fmt: skip
+    return lines
+
+
+def _estimate(entry: dict[str, Any], name: str) -> str:
+    return f"{entry[name]:.3f} [{entry[f'{name}_low']:.3f}, {entry[f'{name}_high']:.3f}]"
+
+
+def aggregate_tables(report: dict[str, Any]) -> list[str]:
+    """Markdown lines: for each key metric, agents as rows, IQM and mean over training and held-out needs."""
+    aggregate = report.get("aggregate") or {}
+    groups = [group for group in ("training", "held-out") if any(group in figures for figures in aggregate.values())]
+    if not groups:
+        return []
+    header = [f"{name}, {group} needs" for group in groups for name in ("IQM", "mean")]
+    lines = []
+    for metric in KEY_METRICS:
+        lines += [f"### Aggregate over needs: {metric}", "", f"| agent | {' | '.join(header)} |", f"|---|{'---|' * len(header)}"]
+        for agent, figures in aggregate.items():
+            cells = [_estimate(figures[g][metric], name) if g in figures else "—" for g in groups for name in ("iqm", "mean")]
+            lines.append(f"| {agent} | {' | '.join(cells)} |")
+        lines.append("")
+    lines += ["IQM (interquartile mean, Agarwal et al. 2021) and mean of the per-episode values of all seeds and needs "
+              "of the group, with 95% stratified bootstrap intervals (episodes resampled within each need, the "
+              "episodes of different seeds as independent runs; the paired tables above resample seeds).", ""]  # fmt: skip
+    return lines
+
+
+def ablation_table(report: dict[str, Any]) -> list[str]:
+    """Markdown lines: the ablation entries as rows; mean per need group and change over the reference."""
+    ablation, aggregate = report.get("ablation") or {}, report.get("aggregate") or {}
+    if not ablation or ABLATION_REFERENCE not in aggregate:
+        return []
+    groups = list(aggregate[ABLATION_REFERENCE])
+    columns = [(metric, group) for metric in KEY_METRICS for group in groups]
+    header = " | ".join(f"{metric}, {group} needs" for metric, group in columns)
+    lines = [f"### Ablation: change over {ABLATION_REFERENCE}", "", f"| entry | {header} |", f"|---|{'---|' * len(columns)}"]
+    for entry in (name for name in ABLATIONS if name in aggregate):
+        cells = []
+        for metric, group in columns:
+            cell = f"{aggregate[entry][group][metric]['mean']:.3f}"
+            if entry == ABLATION_REFERENCE:
+                cell += " (reference)"
+            elif (change := ablation[entry][group][metric])["rel"] is not None:
+                cell += f" ({change['rel']:+.1%} {_signed_interval(change['rel_low'], change['rel_high'], percent=True)})"
+            cells.append(cell)
+        lines.append(f"| {entry} | {' | '.join(cells)} |")
+    lines += ["", f"Mean over all seeds, episodes and needs of the group; (+x% [low, high]): relative change over "
+              f"{ABLATION_REFERENCE} on the same episodes, with a 95% two-level paired bootstrap interval.", ""]  # fmt: skip
+    return lines
+
+
+def _steps(value: float) -> str:
+    return f"{value / 1000:.1f}k"
+
+
+def curve_table(report: dict[str, Any]) -> list[str]:
+    """Markdown lines: the mean learning curve of each learned agent, and the main agent's steps to the reference."""
+    curves = report.get("curves") or {}
+    if not curves:
+        return []
+    length = max(len(curve) for curve in curves.values())
+    lines = ["### Learning curves: true NDCG@5 on the training needs (mean over seeds)", ""]
+    lines += [f"| agent | {' | '.join(f'eval {i + 1}' for i in range(length))} |", f"|---|{'---|' * length}"]
+    for agent, curve in curves.items():
+        cells = [f"{value:.3f} @ {_steps(steps)}" for steps, value in curve] + [""] * (length - len(curve))
+        lines.append(f"| {agent} | {' | '.join(cells)} |")
+    lines.append("")
+    main = main_agent(list(curves))
+    if main is not None and main != ABLATION_REFERENCE and ABLATION_REFERENCE in curves:
+        target = curves[ABLATION_REFERENCE][-1][1]
+        reached = steps_to_reach(curves[main], target)
+        budget = report.get("budget") or curves[main][-1][0]
+        when = "not reached" if reached is None else f"{reached:,.0f} ({reached / budget:.0%} of the budget)"
+        lines += [f"Steps for {main} to reach {ABLATION_REFERENCE}'s final NDCG@5 ({target:.3f}): {when}; "
+                  f"budget {budget:,.0f} steps, linear interpolation between evaluation points.", ""]  # fmt: skip
+    return lines
+
+
 def markdown(report: dict[str, Any], metrics: Sequence[str] = REPORTED_METRICS) -> str:
-    """One table per metric: needs as rows (held-out ones marked *), agents as columns."""
+    """One table per metric (needs as rows, held-out ones marked *, agents as columns), then the statistics.
+
+    The statistics (when the report holds them): :func:`paired_tables`, :func:`aggregate_tables`,
+    :func:`ablation_table` and :func:`curve_table`.
+    """
     table = report["metrics"]
     agents = list(table)
     needs = list(next(iter(table.values())))
@@ -207,11 +522,13 @@ def markdown(report: dict[str, Any], metrics: Sequence[str] = REPORTED_METRICS) 
                 if agent in LEARNED and base is not None and base[1] > 0:
                     cell += f" ({(entry['mean'] - base[1]) / base[1]:+.0%})"
                 cells.append(cell)
-            lines.append(f"| {need}{' *' if report['held_out'].get(need) else ''} | {' | '.join(cells)} |")
+            lines.append(f"| {_need_label(need, report['held_out'])} | {' | '.join(cells)} |")
         lines.append("")
     lines.append("Mean ± 95% CI over all episodes of all seeds, on the true relevance; * held out from training; "
                  "(±x%): relative change over the best baseline of the need (oracle excluded).")  # fmt: skip
-    return "\n".join(lines) + "\n"
+    lines.append("")
+    lines += paired_tables(report) + aggregate_tables(report) + ablation_table(report) + curve_table(report)
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def plot(report: dict[str, Any], out: Path) -> None:

@@ -365,10 +365,6 @@ def scenarios() -> None:
         click.echo(f"{name:<16}{description}")
 
 
-if __name__ == "__main__":
-    main()
-
-
 @main.command()
 @config_option
 @scenario_option
@@ -423,3 +419,7 @@ def benchmark(
     click.echo((out / "results.md").read_text())
     written = [name for name in ("results.json", "results.md", "needs.png", "learning_curves.png") if (out / name).is_file()]
     click.echo(f"written to {out}: {', '.join(written)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -27,8 +27,9 @@ from numpy.typing import NDArray
 
 from agents.base import TrainableAgent
 from agents.checkpoints import load_checkpoint, save_checkpoint
-from agents.critic import CriticConfig
+from agents.critic import CriticConfig, CriticLearner
 from agents.policy import RankingInputs, RankingPolicy, TransformerPolicyConfig, TransformerRankingPolicy
+from agents.supervised import CriticRanker
 from agents.trainer import FlexRecTrainer, TrainerConfig
 from scenarios import Request
 
@@ -84,6 +85,8 @@ class PolicyAgent(TrainableAgent):
             {**self.trainer_defaults, **self.settings}, self.policy_config_class, self.name
         )
         self.policy: RankingPolicy | None = None
+        self.critic: CriticLearner | None = None
+        """The critic of a ``flexrec`` run (its expected gains are the policy's prior with ``critic_prior``)."""
         self.history: list[dict[str, float]] = []
         self.env_kwargs: dict[str, Any] = {}
         """The environment arguments of training (those that can be written down), for evaluation."""
@@ -122,6 +125,7 @@ class PolicyAgent(TrainableAgent):
         eval_kwargs = {k: v for k, v in env_kwargs.items() if k != "need"}
 
         def true_metrics() -> dict[str, float]:
+            self.critic = trainer.critic  # rank as the agent would now: with the critic's prior, if it has one
             needs = env_kwargs.get("need", "interest")
             result = evaluate(self, eval_kwargs, needs, self.trainer_config.eval_episodes, 10_000, ("NDCG@5", "Recall@5"))
             return {m: float(np.mean([np.mean(v[m]) for v in result.values.values()])) for m in ("NDCG@5", "Recall@5")}
@@ -130,7 +134,21 @@ class PolicyAgent(TrainableAgent):
         self.history = trainer.train(total_steps)
         policy = trainer.unwrapped_policy.eval()
         self.policy = policy.cpu() if self.rank_on_cpu else policy
+        self.critic = trainer.critic
+        if self.critic is not None and self.rank_on_cpu:
+            self.critic.critic.cpu()
         return self
+
+    @property
+    def uses_prior(self) -> bool:
+        """Whether the policy ranks with the critic's expected gains as its prior."""
+        return self.critic is not None and self.trainer_config.uses_critic and self.trainer_config.critic_prior
+
+    def critic_ranker(self) -> CriticRanker:
+        """This run's critic as a ranker (sorts by its expected gain), for comparison with the policy."""
+        if self.critic is None or self.policy is None:
+            raise RuntimeError(f"this {self.name} agent has no critic: train it with advantage='flexrec'")
+        return CriticRanker(self.critic, self.policy.critic_inputs)
 
     @torch.no_grad()
     def rank(self, request: Request, observation: dict[str, Any], info: dict[str, Any]) -> NDArray[np.int64]:
@@ -139,6 +157,9 @@ class PolicyAgent(TrainableAgent):
         self.policy.eval()
         device = next(self.policy.parameters()).device
         inputs = RankingInputs.from_observation(observation, [request] if self.policy.reads_text else None, device)
+        if self.uses_prior:
+            assert self.critic is not None
+            inputs.prior = self.critic.expected_gain(self.policy.critic_inputs(inputs))
         return self.policy.rank(inputs, inputs.candidates.shape[1])[0].cpu().numpy()
 
     def save(self, path: Path) -> None:
@@ -149,6 +170,7 @@ class PolicyAgent(TrainableAgent):
             "trainer_config": asdict(self.trainer_config),
             "policy_config": asdict(self.policy_config),
             **self.policy_payload(self.policy),
+            "critic": None if self.critic is None else self.critic.payload(),
             "history": self.history,
             "env_kwargs": self.env_kwargs,
         }
@@ -159,6 +181,9 @@ class PolicyAgent(TrainableAgent):
         data = load_checkpoint(path, cls.name)
         agent = cls(**data["settings"])
         agent.policy = agent.restore_policy(data).eval()
+        agent.critic = (
+            None if data.get("critic") is None else CriticLearner.from_payload(data["critic"], agent.trainer_config.critic)
+        )
         agent.history, agent.env_kwargs = data["history"], data["env_kwargs"]
         return agent
 

@@ -311,7 +311,7 @@ class LLMRankingPolicy(RankingPolicy):
     def __init__(self, num_candidates: int, config: LLMPolicyConfig | None = None, tiny: TinyBase | None = None) -> None:
         from peft import LoraConfig, get_peft_model
 
-        super().__init__()
+        super().__init__(learns_prior=False)  # the critic reads its hidden states; starting from it is future work
         self.config = c = config or LLMPolicyConfig()
         self.num_candidates = num_candidates
         model, self.tokenizer, self.tiny = load_language_model(c, tiny)
@@ -549,7 +549,7 @@ class AdapterDisabledReference(RankingPolicy):
     reads_text = True
 
     def __init__(self, policy: LLMRankingPolicy) -> None:
-        super().__init__()
+        super().__init__(learns_prior=False)
         self._policy = [policy]  # a list, not a submodule: no parameters of its own, nothing copied or moved
 
     @property
@@ -591,7 +591,7 @@ class AdapterDisabledReference(RankingPolicy):
 # The agent.
 
 #: Trainer defaults of the LLM agent: the base model stays the reference, and adapter-sized steps.
-LLM_TRAINER_DEFAULTS: dict[str, Any] = {"reference_sync_every": 0, "learning_rate": 1e-4, "kl_coef": 0.02}
+LLM_TRAINER_DEFAULTS: dict[str, Any] = {"reference_sync_every": 0, "learning_rate": 1e-4, "kl_coef": 0.02, "critic_prior": False}
 
 
 class FlexRecLLMAgent(PolicyAgent):

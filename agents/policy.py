@@ -13,8 +13,9 @@ probabilities the trainer recomputes are those of the distribution it sampled fr
 item: placed candidates get probability 0.
 
 :class:`TransformerRankingPolicy` is the compact torch implementation: a set transformer over the candidates (each
-token reads the candidate's features with the user's and the need's), then a pointer-style decoder whose query at
-position t reads the mean of the placed candidates' encodings and the position.
+token reads the candidate's features with the user's and the need's, and the need's vector scales and shifts every
+token, FiLM-style), then a pointer-style decoder whose query at position t reads the mean of the placed candidates'
+encodings, the position, the user and the need.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class RankingInputs:
     """``(B, D)`` need feature vectors."""
     requests: Sequence[Request] | None = None
     """The requests as text (history, titles, instruction), for policies that read text."""
+    prior: torch.Tensor | None = None
+    """``(B, N)`` prior scores added to every position's logits (times the policy's ``prior_weight``): the critic's
+    expected gain per candidate when the policy starts from the critic; ``None`` for none."""
 
     @classmethod
     def from_observation(
@@ -68,7 +72,8 @@ class RankingInputs:
         """The inputs of ``rows``."""
         index = torch.as_tensor(rows, dtype=torch.long)
         requests = None if self.requests is None else [self.requests[int(i)] for i in index]
-        return RankingInputs(self.candidates[index], self.user[index], self.need[index], requests)
+        prior = None if self.prior is None else self.prior[index.to(self.prior.device)]
+        return RankingInputs(self.candidates[index], self.user[index], self.need[index], requests, prior)
 
 
 @dataclass
@@ -93,12 +98,42 @@ def prefix_masks(rankings: torch.Tensor, num_candidates: int) -> torch.Tensor:
     return torch.cat([torch.zeros_like(cumulative[..., :1, :]), cumulative[..., :-1, :]], dim=-2)
 
 
+def candidate_context(inputs: RankingInputs) -> torch.Tensor:
+    """Each candidate's features with the user's and the need's: ``(B, N, F + U + D)``, detached."""
+    b, n, _ = inputs.candidates.shape
+    context = torch.cat([inputs.user, inputs.need], dim=-1)[:, None, :].expand(b, n, -1)
+    return torch.cat([inputs.candidates, context], dim=-1).detach()
+
+
 class RankingPolicy(nn.Module, abc.ABC):
-    """A policy over rankings; see the module docstring. ``temperature`` scales every position's logits."""
+    """A policy over rankings; see the module docstring. ``temperature`` scales every position's logits.
+
+    When the inputs carry a ``prior`` (the critic's expected gain per candidate), every position's logits become
+    ``logits_t(i) + prior_weight * prior(i)``, with ``prior_weight`` a learned scalar: the policy starts as the
+    critic's ranking and RL learns what to change.
+    """
 
     temperature: float = 1.0
     #: Whether the policy reads ``RankingInputs.requests`` (text); the trainer builds them only then.
     reads_text: bool = False
+    #: Initial weight of the prior scores.
+    initial_prior_weight: float = 2.0
+
+    def __init__(self, learns_prior: bool = True) -> None:
+        super().__init__()
+        self.learns_prior = learns_prior
+        """Whether the policy has a ``prior_weight`` and can start from the critic (``TrainerConfig.critic_prior``)."""
+        if learns_prior:
+            self.prior_weight = nn.Parameter(torch.tensor(self.initial_prior_weight))
+
+    def with_prior(self, logits: torch.Tensor, inputs: RankingInputs) -> torch.Tensor:
+        """``logits (B, ..., N)`` plus ``prior_weight * prior`` broadcast over the middle axes (unchanged without one)."""
+        if inputs.prior is None:
+            return logits
+        if not self.learns_prior:
+            raise ValueError(f"{type(self).__name__} has no prior weight: it cannot start from the critic (critic_prior)")
+        prior = inputs.prior.to(logits.dtype).reshape(len(inputs), *([1] * (logits.dim() - 2)), -1)
+        return logits + self.prior_weight * prior
 
     # Hooks ----------------------------------------------------------------------------------------------------------
 
@@ -123,10 +158,8 @@ class RankingPolicy(nn.Module, abc.ABC):
         """``(B, G, K, N)`` logits at every position of ``rankings`` ``(B, G, K)`` given their true prefixes."""
 
     def critic_inputs(self, inputs: RankingInputs) -> torch.Tensor:
-        """``(B, N, H)`` per-candidate inputs of the critic (detached). Default: candidate, user and need features."""
-        b, n, _ = inputs.candidates.shape
-        context = torch.cat([inputs.user, inputs.need], dim=-1)[:, None, :].expand(b, n, -1)
-        return torch.cat([inputs.candidates, context], dim=-1).detach()
+        """``(B, N, H)`` per-candidate inputs of the critic (detached). Default: :func:`candidate_context`."""
+        return candidate_context(inputs)
 
     # Provided -------------------------------------------------------------------------------------------------------
 
@@ -147,9 +180,15 @@ class RankingPolicy(nn.Module, abc.ABC):
         decoding = self.start(state, group_size)
         placed = torch.zeros(b * group_size, n, dtype=torch.bool, device=inputs.candidates.device)
         rows = torch.arange(b * group_size, device=placed.device)
+        prior = None if inputs.prior is None else inputs.prior.repeat_interleave(group_size, dim=0)  # (B * G, N)
+        if prior is not None and not self.learns_prior:
+            raise ValueError(f"{type(self).__name__} has no prior weight: it cannot start from the critic (critic_prior)")
         actions, log_probs = [], []
         for _ in range(length):
-            logp = masked_log_softmax(self.next_logits(decoding), placed, self.temperature)
+            logits = self.next_logits(decoding)
+            if prior is not None:
+                logits = logits + self.prior_weight * prior.to(logits.dtype)
+            logp = masked_log_softmax(logits, placed, self.temperature)
             if greedy:
                 action = logp.argmax(dim=-1)
             else:  # Gumbel-max: argmax of log p + Gumbel noise is a sample of p
@@ -164,11 +203,15 @@ class RankingPolicy(nn.Module, abc.ABC):
 
     def log_probs(self, inputs: RankingInputs, rankings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced log-probabilities and entropies of every placement of ``rankings`` ``(B, G, K)``."""
-        logits = self.teacher_logits(self.encode(inputs), rankings)  # (B, G, K, N)
+        logits = self.with_prior(self.teacher_logits(self.encode(inputs), rankings), inputs)  # (B, G, K, N)
         logp = masked_log_softmax(logits, prefix_masks(rankings, logits.shape[-1]), self.temperature)
         chosen = logp.gather(-1, rankings[..., None])[..., 0]
         entropy = -(logp.exp() * logp.masked_fill(torch.isinf(logp), 0.0)).sum(-1)
         return chosen, entropy
+
+    def forward(self, inputs: RankingInputs, rankings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`log_probs`: the trainer calls the (possibly data-parallel wrapped) module, so gradients synchronise."""
+        return self.log_probs(inputs, rankings)
 
     def rank(self, inputs: RankingInputs, length: int) -> torch.Tensor:
         """The greedy ranking of each request: ``(B, length)``."""
@@ -215,18 +258,23 @@ class TransformerRankingPolicy(RankingPolicy):
         self.config = c = config or TransformerPolicyConfig()
         self.dims = (candidate_dim, user_dim, need_dim)
         self.embed = nn.Sequential(nn.Linear(candidate_dim + user_dim + need_dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
+        self.film = nn.Linear(need_dim, 2 * c.dim)  # FiLM: the need scales and shifts every candidate's encoding
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
         layer = nn.TransformerEncoderLayer(c.dim, c.heads, 2 * c.dim, c.dropout, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, c.layers, enable_nested_tensor=False) if c.layers else nn.Identity()
         self.context = nn.Linear(user_dim + need_dim, c.dim)
         self.position = nn.Embedding(c.max_length, c.dim)
         self.query = nn.Sequential(nn.Linear(3 * c.dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim))
         self.key = nn.Linear(c.dim, c.dim)
+        nn.init.zeros_(self.key.weight)  # every ranking equally likely at first (or exactly the prior's, with one)
 
     def encode(self, inputs: RankingInputs) -> dict[str, torch.Tensor]:
         b, n, _ = inputs.candidates.shape
         context = torch.cat([inputs.user, inputs.need], dim=-1)  # (B, U + D)
-        tokens = self.embed(torch.cat([inputs.candidates, context[:, None, :].expand(b, n, -1)], dim=-1))
-        h = self.encoder(tokens)  # (B, N, d)
+        tokens = self.embed(torch.cat([inputs.candidates, context[:, None, :].expand(b, n, -1)], dim=-1))  # (B, N, d)
+        scale, shift = self.film(inputs.need)[:, None, :].chunk(2, dim=-1)  # (B, 1, d) each
+        h = self.encoder(tokens * (1.0 + scale) + shift)  # (B, N, d)
         return {"h": h, "keys": self.key(h), "context": self.context(context)}
 
     def _logits(self, state: dict[str, torch.Tensor], placed_mean: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,11 @@
 """Need-blind trained recommenders: BPR matrix factorisation and SASRec, fitted on the scenario's histories.
 
-Both learn from ``scenario.interaction_histories()`` only (``(U, H)`` item ids, ``-1`` padded, most recent last)
-and never read the need, so they show what a strong conventional recommender does when the request asks for
-something else than "more of what I liked". :class:`HistoryRecommender` holds the shared part (the training loop,
-negative sampling, checkpoints, ranking); :class:`BPRAgent` and :class:`SASRecAgent` only fill in the model, the
-training batches and the scores.
+Both learn from ``scenario.interaction_histories()`` only (``(U, H)`` item ids, ``-1`` padded, most recent last:
+every interaction before the requests, which may be many more than a request's ``history`` shows; BPR reads them
+all, SASRec cuts them into windows) and never read the need, so they show what a strong conventional recommender
+does when the request asks for something else than "more of what I liked". :class:`HistoryRecommender` holds the
+shared part (the training loop, negative sampling, checkpoints, ranking); :class:`BPRAgent` and
+:class:`SASRecAgent` only fill in the model, the training batches and the scores.
 
 Training budget: ``learn(env_kwargs, total_steps)`` processes ``total_steps`` *training examples*, each a positive
 item with one sampled negative, drawn with replacement: for BPR a (user, positive, negative) triple, for SASRec one
@@ -103,7 +104,9 @@ class SASRecConfig:
     heads: int = 1
     """Attention heads per block (must divide ``dim``)."""
     max_len: int = 50
-    """Longest history read, most recent items kept (the window is the shorter of this and the training histories)."""
+    """Window length: the model reads at most this many history items (the window is the shorter of this and the
+    longest training history). Training cuts every user's whole history into windows of this length; ranking reads
+    the last ones of the request's history."""
     dropout: float = 0.2
     """Dropout on the embeddings and inside the blocks."""
     lr: float = 5e-3
@@ -163,6 +166,29 @@ def right_aligned(histories: NDArray[np.int64], width: int) -> NDArray[np.int64]
     out = np.zeros((len(histories), width), dtype=np.int64)
     out[rows, width - 1 - rank_from_end[rows, columns]] = histories[rows, columns] + 1
     return out
+
+
+def history_windows(histories: NDArray[np.int64], width: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Every user's whole history cut into windows of ``width`` items: ``(S, width)`` ids + 1 and their users ``(S,)``.
+
+    Windows are right-aligned and 0 padded on the left, like :func:`right_aligned`, and step back from the most
+    recent item by ``width - 1``, so consecutive windows of a user share one item and, as next-item targets (a
+    window's positions 1..), every item after the user's first counts exactly once (the first too when padding
+    precedes it). A user whose history fits gets the single window ``right_aligned(histories, width)`` holds.
+    """
+    valid = histories >= 0  # (U, H)
+    rows, columns = np.nonzero(valid)
+    items = histories[rows, columns]  # (P,) each user's items in order, one user after the other
+    count = valid.sum(axis=1)  # (U,)
+    starts = np.cumsum(count) - count  # (U,) where each user's items begin in ``items``
+    step = width - 1
+    per_user = np.where(count > 0, np.maximum(-(-(count - 1) // step), 1), 0)  # (U,) ceil((count - 1) / step)
+    users = np.repeat(np.arange(len(histories)), per_user)  # (S,)
+    back = np.arange(len(users)) - np.repeat(np.cumsum(per_user) - per_user, per_user)  # (S,) 0: the latest window
+    ends = count[users] - back * step  # (S,) one past each window's last item, in its user's history
+    at = ends[:, None] - width + np.arange(width)  # (S, width) positions in the user's history; < 0: padding
+    windows = np.where(at >= 0, items[starts[users][:, None] + np.maximum(at, 0)] + 1, 0)
+    return windows.astype(np.int64), users
 
 
 @contextlib.contextmanager
@@ -452,7 +478,8 @@ class SASRecModel(nn.Module):
 @dataclass(frozen=True)
 class _Windows:
     sequences: NDArray[np.int64]
-    """``(S, W + 1)`` right-aligned history windows (item ids + 1, 0 padded): inputs ``[:, :-1]``, targets ``[:, 1:]``."""
+    """``(S, W + 1)`` right-aligned windows over the whole histories (item ids + 1, 0 padded): inputs ``[:, :-1]``,
+    targets ``[:, 1:]``."""
     users: NDArray[np.int64]
     """``(S,)`` user of each window."""
     keys: NDArray[np.int64]
@@ -464,7 +491,8 @@ class _Windows:
 class SASRecAgent(HistoryRecommender[SASRecConfig]):
     """SASRec, the self-attentive sequential recommender of Kang & McAuley (2018), on the histories (need-blind).
 
-    Trained to predict each next item of a user's history window from the items before it: binary cross-entropy
+    Trained to predict each next item of a user's history from the items before it in its window (the whole history
+    cut into windows of ``window + 1`` items, :func:`history_windows`): binary cross-entropy
     of the positive and one uniformly sampled negative per position. Ranking scores a candidate by the dot product
     of the last hidden state of the request's history (its last ``window`` items) with the candidate's embedding;
     only the history is read, so unseen users need nothing special (an empty history gives a fixed state, so a
@@ -482,12 +510,11 @@ class SASRecAgent(HistoryRecommender[SASRecConfig]):
         return SASRecModel(dims["num_items"], dims["window"], self.config)
 
     def _training_data(self, histories: NDArray[np.int64]) -> _Windows:
-        sequences = right_aligned(histories, self.dims["window"] + 1)  # (U, W + 1): inputs [:, :-1], targets [:, 1:]
-        users = np.flatnonzero((sequences[:, 1:] > 0).any(axis=1))  # users with at least one next item to predict
+        sequences, users = history_windows(histories, self.dims["window"] + 1)  # (S, W + 1): inputs [:, :-1], targets [:, 1:]
         if not len(users):
-            raise ValueError("SASRec needs histories with at least two items to learn a next item; none has")
-        targets = float((sequences[users, 1:] > 0).sum(axis=1).mean())
-        return _Windows(sequences[users], users, interaction_keys(histories, self.dims["num_items"]), targets)
+            raise ValueError("SASRec needs histories with at least one item to learn a next item; none has")
+        targets = float((sequences[:, 1:] > 0).sum(axis=1).mean())
+        return _Windows(sequences, users, interaction_keys(histories, self.dims["num_items"]), targets)
 
     def _batch_loss(self, data: _Windows, rng: np.random.Generator, remaining: int) -> tuple[torch.Tensor, int]:
         assert isinstance(self.model, SASRecModel)

@@ -48,6 +48,9 @@ AGENTS: dict[str, AgentSpec] = {
     "oracle": AgentSpec(OracleAgent, "sorts by the true relevance: the upper bound, not a recommender"),
     "bpr": AgentSpec(_lazy("agents.recommenders", "BPRAgent"), "BPR matrix factorisation on histories (need-blind)", True),
     "sasrec": AgentSpec(_lazy("agents.recommenders", "SASRecAgent"), "SASRec self-attentive sequential model (need-blind)", True),
+    "supervised": AgentSpec(
+        _lazy("agents.supervised", "SupervisedAgent"), "pointwise model fitted on the RL agents' feedback budget", True
+    ),
     "flexrec": AgentSpec(
         _lazy("agents.flexrec", "FlexRecAgent"), "transformer ranking policy trained by FlexRec (swap rewards + critic)", True
     ),

@@ -5,7 +5,8 @@ the user, the need and the position, a masked mean over the pool gives the conte
 each (candidate, context) pair into a logit (or Q-value). Candidates already placed get ``MASKED_SCORE``, so PPO
 and DQN act on valid candidates only, without a wrapper; ``MaskablePPO`` also receives the env's
 ``action_masks()`` as sb3-contrib expects; DQN's epsilon-greedy exploration samples among valid candidates
-(:class:`MaskedDQN`). Training runs on the natively batched vector env through :class:`SB3VecEnv`.
+(:class:`MaskedDQN`). Training runs on the natively batched vector env through :class:`SB3VecEnv`, on the
+scenario's training split (``split="train"``); the evaluations during training use the scenario as given.
 """
 
 from __future__ import annotations
@@ -200,7 +201,11 @@ class SB3VecEnv(VecEnv):
 
 
 def make_training_env(env_kwargs: dict[str, Any], num_envs: int, seed: int) -> VecEnv:
-    """The batched training env (shared random stream: fastest) with episode statistics for logging."""
+    """The batched training env (shared random stream: fastest) with episode statistics for logging.
+
+    Its requests come from the scenario's training split (``split="train"``) unless ``env_kwargs`` sets ``split``.
+    """
+    env_kwargs = {"split": "train", **env_kwargs}
     vector = FlexRecVectorEnv(num_envs=num_envs, autoreset_mode=AutoresetMode.SAME_STEP, shared_rng=True, **env_kwargs)
     return VecMonitor(SB3VecEnv(vector, seed=seed))
 

@@ -3,20 +3,26 @@ r"""The FlexRec trainer: group rollouts from the environment, item-level advanta
 One iteration:
 
 1. **Rollouts.** A :class:`~flexrec_env.vector_env.FlexRecVectorEnv` of ``B * G`` envs in groups of G
-   (``group_size``) is reset: B requests, each shared by the G envs of its group. The policy samples G rankings per
-   request (:meth:`~agents.policy.RankingPolicy.sample`) and the env is stepped K times with them; the last step's
-   info carries, per ranking, the exact swap rewards, the list reward, and the feedback labels with their mask, all
-   computed from the *feedback* (sparse, noisy) unless the env was made with ``reward_labels="true"``. The true
-   metrics in the info are logged, never trained on.
-2. **Advantages** (:mod:`agents.advantages`): ``list`` (GRPO), ``swap``, or ``flexrec``, which completes the
-   unobserved labels with the critic (:mod:`agents.critic`) and weights each position by the critic's confidence.
-   The critic then takes a few steps on this batch's observed labels (its calibration is measured before, on labels
-   it has not trained on).
+   (``group_size``), on the scenario's training split (``split="train"``), is reset: B requests, each shared by the
+   G envs of its group. With a critic and ``critic_prior``, the critic's expected gain per candidate becomes the
+   policy's prior (:class:`~agents.policy.RankingPolicy`): the policy starts as the critic's ranking. The policy
+   samples G rankings per request (:meth:`~agents.policy.RankingPolicy.sample`) and the env is stepped K times with
+   them; the last step's info carries, per ranking, the exact swap rewards, the list reward, and the reward labels
+   with their mask, all computed from the *feedback* (sparse, noisy) unless the env was made with
+   ``reward_labels="true"``. The true metrics in the info are logged, never trained on.
+2. **Advantages** (:mod:`agents.advantages`, looked up by name in ``ESTIMATORS``): ``list`` (GRPO), ``swap``, or
+   ``flexrec``, which completes the unobserved labels with the critic (:mod:`agents.critic`, ``completion``) and
+   weights each position by the critic's confidence (``weight``). The critic's calibration is measured on this
+   batch's observed labels, then it takes a few steps on them (:class:`~agents.critic.CriticLearner`). Each
+   position's advantage is then scaled by its weight in the metric (``position_weight``).
 3. **Update.** For ``epochs`` passes over minibatches of requests, the clipped surrogate on per-position ratios
    ``rho = exp(log pi(s_t) - log pi_old(s_t))``, a KL penalty to the reference policy (the k3 estimator
-   ``exp(q) - q - 1`` with ``q = log pi_ref - log pi``) and an entropy bonus:
+   ``exp(q) - q - 1`` with ``q = log pi_ref - log pi``; off by default for a policy trained from scratch) and an
+   entropy bonus:
 
        loss = -mean_t min(rho A, clip(rho, 1 - eps, 1 + eps) A) + kl_coef * KL - entropy_coef * H.
+
+   The log-probabilities are computed through the prepared (possibly data-parallel wrapped) module.
 
 ``accelerate`` places the policy, the critic and the optimisers (one CPU, one GPU, or ``accelerate launch`` for data
 parallel: each process collects its own rollouts from its own seed).
@@ -30,23 +36,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from agents.advantages import ESTIMATORS, WEIGHT_FORMS, flexrec_advantages, list_advantages, swap_advantages
+from agents.advantages import ESTIMATORS, USES_CRITIC, WEIGHTS, Estimator, Rewards, Weight, position_weights
 from agents.critic import (
+    COMPLETIONS,
+    Completion,
     CriticConfig,
-    UncertaintyCritic,
-    calibration,
+    CriticLearner,
+    calibration_report,
     completed_gains,
     completed_swap_rewards,
-    gaussian_nll,
+    gain_moments,
 )
 from agents.policy import RankingInputs, RankingPolicy
+from flexrec_env.swap import swap_rewards_generic
 from flexrec_env.vector_env import FlexRecVectorEnv
 from scenarios.tools import check_settings
 
@@ -57,7 +66,7 @@ logger = logging.getLogger(__name__)
 class TrainerConfig:
     """The FlexRec trainer's settings (``flexrec-agent train --agent flexrec --set KEY=VALUE`` sets them)."""
 
-    advantage: str = "flexrec"
+    advantage: Estimator = "flexrec"
     """Advantage estimator: ``"list"`` (GRPO), ``"swap"`` or ``"flexrec"`` (swap + uncertainty-aware critic)."""
     group_size: int = 8
     """G: rankings sampled per request."""
@@ -71,22 +80,30 @@ class TrainerConfig:
     """Adam step size of the policy."""
     clip: float = 0.2
     """PPO clip range of the per-position ratio."""
-    kl_coef: float = 0.01
-    """Weight of the KL penalty to the reference policy."""
-    reference_sync_every: int = 10
-    """Iterations between copies of the policy into the reference (0: the initial policy stays the reference,
-    as for a pretrained LLM; a policy trained from scratch would otherwise be held near its random init)."""
+    kl_coef: float | None = None
+    """Weight of the KL penalty to the reference policy. Default: 0.5 when the policy starts from the critic (the
+    reference is then the critic's own ranking, so RL changes it only where the rewards insist), else 0 (a policy
+    trained from scratch has nothing to stay near)."""
+    reference_sync_every: int = 0
+    """Iterations between copies of the policy into the reference (0: the initial policy stays the reference)."""
     entropy_coef: float = 0.001
     """Weight of the entropy bonus."""
     max_grad_norm: float = 1.0
     """Gradient clipping of the policy."""
-    impute: str = "all"
-    """Where ``flexrec`` fills in unobserved labels with the critic: ``"all"`` requests, or only ``"anchored"`` ones
-    (whose feedback observed at least one relevant item; the others keep the feedback's swap rewards)."""
-    weight_form: str = "sigmoid"
-    """Confidence weight of ``flexrec``: ``"sigmoid"`` (``sigmoid(-u T) + 0.5``) or ``"inverse-variance"``."""
+    position_weight: Literal["discount", "uniform"] = "discount"
+    """Weight of each position's term in the policy loss: NDCG@k's discount ``1 / log2(t + 1)`` (0 past the
+    metric's k), normalised to mean 1, so positions count as much as the metric rewards them; or ``"uniform"``."""
+    completion: Completion = "impute"
+    """What stands in for unobserved labels in ``flexrec``'s swap rewards: the critic's expected gain
+    (``"impute"``), a doubly robust estimate (``"dr"``), or nothing (``"none"``: only the down-weighting is used)."""
+    weight: Weight = "shrinkage"
+    """Confidence weight of ``flexrec``: ``"shrinkage"`` ``1 / (1 + (u T)**2)``, ``"sigmoid"`` ``sigmoid(-u T) + 0.5``,
+    or ``"none"`` (1: the ablation without down-weighting)."""
     weight_temperature: float = 1.0
     """T of the confidence weight (u is the critic's std relative to the group's reward spread)."""
+    critic_prior: bool = True
+    """With a critic (``flexrec``): the policy starts from the critic's ranking (its expected gain per candidate is
+    added to the policy's logits, times a learned weight) and RL learns the rest."""
     critic: CriticConfig = field(default_factory=CriticConfig)
     """The critic (used by ``flexrec`` only)."""
     eval_every: int = 25_000
@@ -105,27 +122,36 @@ class TrainerConfig:
             "minibatch_requests": self.minibatch_requests >= 1,
             "learning_rate": self.learning_rate > 0,
             "clip": self.clip > 0,
-            "kl_coef": self.kl_coef >= 0,
+            "kl_coef": self.kl_coef is None or self.kl_coef >= 0,
             "reference_sync_every": self.reference_sync_every >= 0,
             "entropy_coef": self.entropy_coef >= 0,
             "max_grad_norm": self.max_grad_norm > 0,
-            "weight_form": self.weight_form in WEIGHT_FORMS,
-            "impute": self.impute in ("all", "anchored"),
+            "position_weight": self.position_weight in ("discount", "uniform"),
+            "completion": self.completion in COMPLETIONS,
+            "weight": self.weight in WEIGHTS,
             "weight_temperature": self.weight_temperature > 0,
+            "critic_prior": isinstance(self.critic_prior, bool),
             "eval_every": self.eval_every >= 0,
             "eval_episodes": self.eval_episodes >= 1,
         }
         check_settings(
             self,
             checks,
-            f"advantage in {list(ESTIMATORS)}, weight_form in {list(WEIGHT_FORMS)}, group_size >= 2, positive sizes and "
-            "rates (see TrainerConfig's field docs)",
+            f"advantage in {list(ESTIMATORS)}, completion in {list(COMPLETIONS)}, weight in {list(WEIGHTS)}, "
+            "group_size >= 2, positive sizes and rates (see TrainerConfig's field docs)",
         )
 
     @property
-    def steps_per_iteration(self) -> int:
-        """Environment steps per iteration, without K: multiply by the list length."""
-        return self.requests_per_batch * self.group_size
+    def uses_critic(self) -> bool:
+        """Whether the estimator needs the critic."""
+        return self.advantage in USES_CRITIC
+
+    @property
+    def kl(self) -> float:
+        """The KL weight in force (see ``kl_coef``)."""
+        if self.kl_coef is not None:
+            return self.kl_coef
+        return 0.5 if self.uses_critic and self.critic_prior else 0.0
 
 
 @dataclass
@@ -142,7 +168,7 @@ class Batch:
 def policy_loss(
     log_probs: torch.Tensor,
     old_log_probs: torch.Tensor,
-    reference_log_probs: torch.Tensor,
+    reference_log_probs: torch.Tensor | None,
     entropy: torch.Tensor,
     advantages: torch.Tensor,
     clip: float,
@@ -152,8 +178,11 @@ def policy_loss(
     """The clipped surrogate with a k3 KL penalty and an entropy bonus, averaged over every placement."""
     ratio = torch.exp(log_probs - old_log_probs)
     surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
-    q = reference_log_probs - log_probs
-    kl = torch.exp(q) - q - 1  # k3: unbiased, non-negative estimate of KL(pi || pi_ref)
+    if reference_log_probs is None:
+        kl = torch.zeros_like(log_probs)
+    else:
+        q = reference_log_probs - log_probs
+        kl = torch.exp(q) - q - 1  # k3: unbiased, non-negative estimate of KL(pi || pi_ref)
     loss = -surrogate.mean() + kl_coef * kl.mean() - entropy_coef * entropy.mean()
     clipped = ((ratio - 1).abs() > clip).float().mean()
     return loss, {"kl": kl.mean().detach(), "entropy": entropy.mean().detach(), "clip_fraction": clipped.detach()}
@@ -174,6 +203,9 @@ class FlexRecTrainer:
         from accelerate import Accelerator
 
         self.config = c = config or TrainerConfig()
+        if c.uses_critic and c.critic_prior and not policy.learns_prior:
+            name = type(policy).__name__
+            raise ValueError(f"critic_prior=True, but {name} cannot start from the critic; set critic_prior=false")
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.env = FlexRecVectorEnv(
             num_envs=c.requests_per_batch * c.group_size,
@@ -181,19 +213,20 @@ class FlexRecTrainer:
             autoreset_mode="Disabled",
             shared_rng=True,
             copy=False,
-            **env_kwargs,
+            **{"split": "train", **env_kwargs},
         )
         self.k, self.metric_k = self.env.config.list_length, self.env.config.k
+        self.positions = torch.as_tensor(position_weights(self.k, self.metric_k, c.position_weight), dtype=torch.float32)
         self.seed = seed + 1_000 * self.accelerator.process_index
         torch.manual_seed(self.seed)
         self.generator = torch.Generator(device=self.accelerator.device).manual_seed(self.seed)
-        self.reference = policy.reference()
+        self.minibatch_generator = torch.Generator().manual_seed(self.seed)
+        self.reference = policy.reference() if c.kl > 0 else None
         optimizer = torch.optim.Adam(policy.parameters(), lr=c.learning_rate)
         self.policy, self.optimizer = self.accelerator.prepare(policy, optimizer)
-        self.reference.to(self.accelerator.device)
-        self.critic: UncertaintyCritic | None = None
-        self._buffer: list[torch.Tensor] = []  # recent observed (critic inputs, target gains)
-        self._critic_generator = torch.Generator().manual_seed(self.seed)
+        if self.reference is not None:
+            self.reference.to(self.accelerator.device)
+        self.critic: CriticLearner | None = None
         self.list_level = {need.name: need.is_list_level for need in self.env.config.needs}
         self.evaluate = evaluate
         self.steps, self.iteration = 0, 0
@@ -209,6 +242,27 @@ class FlexRecTrainer:
         assert isinstance(policy, RankingPolicy)
         return policy
 
+    @property
+    def reward_noise(self) -> tuple[float, float]:
+        """``(observe_prob, label_noise)`` of the labels the rewards use (``(1, 0)`` with ``reward_labels="true"``)."""
+        if self.env.config.reward_labels == "true":
+            return 1.0, 0.0
+        feedback = self.env.config.feedback_config
+        return feedback.observe_prob, feedback.label_noise
+
+    def critic_learner(self, features: torch.Tensor) -> CriticLearner:
+        """The critic, built on first use for per-candidate features ``(B, N, F)``."""
+        if self.critic is None:
+            self.critic = CriticLearner(
+                features.shape[-1],
+                self.env.scenario.max_grade,
+                self.reward_noise[1],
+                self.config.critic,
+                seed=self.seed,
+                device=features.device,
+            )
+        return self.critic
+
     # Rollouts and advantages ----------------------------------------------------------------------------------------
 
     def collect(self) -> Batch:
@@ -219,6 +273,12 @@ class FlexRecTrainer:
         policy = self.unwrapped_policy
         requests = self.env.requests(firsts) if policy.reads_text else None
         inputs = RankingInputs.from_observation({k: v[firsts] for k, v in observation.items()}, requests, self.accelerator.device)
+        features = None
+        if self.config.uses_critic:
+            features = policy.critic_inputs(inputs)  # (B, N, F), detached
+            critic = self.critic_learner(features)
+            if self.config.critic_prior:
+                inputs.prior = critic.expected_gain(features)  # (B, N): the policy starts from the critic's ranking
         policy.eval()
         rollout = policy.sample(inputs, g, self.k, generator=self.generator)
         policy.train()
@@ -228,88 +288,77 @@ class FlexRecTrainer:
             _, _, terminated, _, info = self.env.step(actions[:, t])
         assert terminated.all(), "every ranking finishes after K valid placements"
         self.steps += self.env.num_envs * self.k
-        advantages, stats = self.advantages(inputs, actions.reshape(-1, g, self.k), info)
+        advantages, stats = self.advantages(features, actions.reshape(-1, g, self.k), info)
         stats["reward/list"] = float(info["list_reward"].mean())
         stats["reward/swap_mean"] = float(info["swap_rewards"].mean())
         stats["train/true_NDCG@5"] = float(info["metrics"]["NDCG@5"].mean())  # logged only, never trained on
+        advantages = advantages * self.positions.numpy()  # (B, G, K): each position as much as the metric counts it
         return Batch(inputs, rollout.rankings, rollout.log_probs, torch.as_tensor(advantages, dtype=torch.float32), stats)
 
     def advantages(
-        self, inputs: RankingInputs, rankings: NDArray[np.int64], info: dict[str, Any]
+        self, features: torch.Tensor | None, rankings: NDArray[np.int64], info: dict[str, Any]
     ) -> tuple[NDArray[np.float64], dict[str, float]]:
-        """``(B, G, K)`` advantages of the configured estimator from the last step's info (feedback only)."""
+        """``(B, G, K)`` advantages of the configured estimator from the last step's info (reward labels only)."""
         b, g, k = rankings.shape
-        swap = info["swap_rewards"].reshape(b, g, k)
+        rewards = Rewards(info["list_reward"].reshape(b, g), info["swap_rewards"].reshape(b, g, k))
         stats: dict[str, float] = {}
-        if self.config.advantage == "list":
-            advantages = list_advantages(info["list_reward"].reshape(b, g), k)
-        elif self.config.advantage == "swap":
-            advantages = swap_advantages(swap)
-        else:
-            first = np.arange(0, b * g, g)
-            labels, observed = info["feedback_labels"][first], info["feedback_labels_observed"][first].astype(bool)
-            rewards, std, stats = self.critic_rewards(inputs, rankings, labels, observed, swap, info["need"][first])
-            advantages, weights = flexrec_advantages(rewards, std, self.config.weight_form, self.config.weight_temperature)
+        if features is not None:
+            rewards, stats = self.critic_rewards(features, rankings, rewards, info)
+        advantages, weights = ESTIMATORS[self.config.advantage](rewards, self.config.weight, self.config.weight_temperature)
+        if features is not None:
             stats["critic/mean_weight"] = float(weights.mean())
-            stats["critic/reward_std"] = float(std.mean())
+            stats["critic/weight_p10"], stats["critic/weight_p90"] = (float(q) for q in np.quantile(weights, [0.1, 0.9]))
         for t in range(k):
             stats[f"advantage/position_{t + 1}"] = float(np.abs(advantages[..., t]).mean())
-            stats[f"reward/swap_position_{t + 1}"] = float(swap[..., t].mean())
+            stats[f"reward/swap_position_{t + 1}"] = float(rewards.swap_rewards[..., t].mean())
         return advantages, stats
 
     def critic_rewards(
-        self,
-        inputs: RankingInputs,
-        rankings: NDArray[np.int64],
-        labels: NDArray,
-        observed: NDArray[np.bool_],
-        env_swap: NDArray,
-        needs: NDArray[np.object_],
-    ) -> tuple[NDArray, NDArray, dict[str, float]]:
-        """Critic-completed swap rewards and their std ``(B, G, K)``; then one round of critic training."""
-        features = self.unwrapped_policy.critic_inputs(inputs)  # (B, N, H), detached
-        if self.critic is None:
-            self.critic = UncertaintyCritic(features.shape[-1], self.config.critic).to(features.device)
-            self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=self.config.critic.learning_rate)
-        with torch.no_grad():
-            mean, var = (x.cpu().numpy().astype(np.float64) for x in self.critic(features))
-        gain, gain_var = completed_gains(labels, observed, mean, var)
-        if self.config.impute == "anchored":  # requests whose feedback saw no relevant item are not imputed
-            anchored = ((labels > 0) & observed).any(axis=1)
-            gain[~anchored] = np.where(observed[~anchored], gain[~anchored], 0.0)
-        rewards, std = completed_swap_rewards(rankings, gain, gain_var, self.metric_k)
-        list_level = np.array([self.list_level.get(str(n), False) for n in needs])
-        rewards[list_level] = env_swap[list_level]  # exact generic swap rewards; the linear std stays
-        target = np.exp2(labels) - 1.0
-        within_1, within_2 = calibration(mean[observed], np.sqrt(var[observed]), target[observed])
-        stats = {"critic/within_1sigma": within_1, "critic/within_2sigma": within_2, "critic/observed": float(observed.mean())}
-        stats["critic/nll"] = self.train_critic(features, torch.as_tensor(target, dtype=torch.float32), observed)
-        return rewards, std, stats
+        self, features: torch.Tensor, rankings: NDArray[np.int64], rewards: Rewards, info: dict[str, Any]
+    ) -> tuple[Rewards, dict[str, float]]:
+        """Swap rewards on the critic-completed reward labels, with their std; then one round of critic training.
 
-    def train_critic(self, features: torch.Tensor, target: torch.Tensor, observed: NDArray[np.bool_]) -> float:
-        """Add the observed labels to the buffer and take the critic's steps; returns their NLL before the steps."""
-        assert self.critic is not None
-        c = self.config.critic
-        mask = torch.as_tensor(observed, device=features.device)
-        x, y = features[mask], target.to(features.device)[mask]
-        self._buffer = (
-            [torch.cat([old, new])[-c.buffer_size :] for old, new in zip(self._buffer, (x, y), strict=True)]
-            if (self._buffer)
-            else [x, y]
-        )
-        nll = float("nan")
-        if len(y):
-            with torch.no_grad():
-                mean, var = self.critic(x)
-                nll = float(gaussian_nll(mean, var, y).mean())
-        size = len(self._buffer[1])
-        for _ in range(c.updates if size else 0):
-            rows = torch.randint(size, (min(c.batch_size, size),), generator=self._critic_generator)
-            loss = self.critic.loss(self._buffer[0][rows], self._buffer[1][rows])
-            self.critic_optimizer.zero_grad()
-            loss.backward()
-            self.critic_optimizer.step()
-        return nll
+        Reads the labels the environment's rewards use (``info["reward_labels"]``: the feedback, or the truth with
+        ``reward_labels="true"``, then all observed), never anything else.
+        """
+        b, g, _ = rankings.shape
+        first = np.arange(0, b * g, g)
+        labels, observed = info["reward_labels"][first], info["reward_labels_observed"][first].astype(bool)
+        critic = self.critic_learner(features)
+        probs = critic.predict(features)  # (B, N, M + 1), before training on these labels
+        mean, var = gain_moments(probs)
+        observe_prob, label_noise = self.reward_noise
+        gain, gain_var = completed_gains(labels, observed, mean, var, self.config.completion, observe_prob)
+        critic_rewards, std = completed_swap_rewards(rankings, gain, gain_var, self.metric_k)
+        self.list_level_swap_rewards(critic_rewards, rankings, gain, info["need"][first])
+        stats = {
+            f"critic/{key}": value for key, value in calibration_report(probs[observed], labels[observed], label_noise).items()
+        }
+        stats["critic/observed"], stats["critic/reward_std"] = float(observed.mean()), float(std.mean())
+        critic.add(features, labels, observed)
+        stats["critic/loss"] = critic.fit()
+        return Rewards(rewards.list_rewards, rewards.swap_rewards, critic_rewards, std), stats
+
+    def list_level_swap_rewards(
+        self, out: NDArray[np.float64], rankings: NDArray[np.int64], gain: NDArray, needs: NDArray[np.object_]
+    ) -> None:
+        """Rows of list-level needs (``diverse``): generic swap rewards of the completed gains, in place.
+
+        The completed gains become grades ``log2(1 + g)`` (whose gains are ``g``); the linear std stays their uncertainty.
+        """
+        rows_of = {name: np.flatnonzero(needs == name) for name, level in self.list_level.items() if level}
+        if not any(len(rows) for rows in rows_of.values()):
+            return
+        b, g, k = rankings.shape
+        categories = np.stack([r.category for r in self.env.requests(np.arange(0, b * g, g))])  # (B, N)
+        metrics = {need.name: need.metric for need in self.env.config.needs}
+        for name, rows in rows_of.items():
+            if not len(rows):
+                continue
+            grades = np.repeat(np.log2(1.0 + np.clip(gain[rows], 0.0, None)), g, axis=0)  # (R * G, N)
+            ranked = rankings[rows].reshape(-1, k)
+            values = swap_rewards_generic(metrics[name], ranked, grades, np.repeat(categories[rows], g, axis=0), self.metric_k)
+            out[rows] = values.reshape(len(rows), g, k)
 
     # Update --------------------------------------------------------------------------------------------------------
 
@@ -317,23 +366,25 @@ class FlexRecTrainer:
         """``epochs`` passes of clipped policy-gradient steps over minibatches of the batch's requests."""
         c = self.config
         b = len(batch.inputs)
-        with torch.no_grad():
-            reference_log_probs, _ = self.reference.log_probs(batch.inputs, batch.rankings)
+        reference_log_probs = None
+        if self.reference is not None:
+            with torch.no_grad():
+                reference_log_probs, _ = self.reference.log_probs(batch.inputs, batch.rankings)
         sums: dict[str, float] = {}
         count = 0
         for _ in range(c.epochs):
-            order = torch.randperm(b, generator=torch.Generator().manual_seed(self.seed + self.iteration))
+            order = torch.randperm(b, generator=self.minibatch_generator)
             for start in range(0, b, c.minibatch_requests):
                 rows = order[start : start + c.minibatch_requests]
-                log_probs, entropy = self.unwrapped_policy.log_probs(batch.inputs.take(rows), batch.rankings[rows])
+                log_probs, entropy = self.policy(batch.inputs.take(rows), batch.rankings[rows])
                 loss, stats = policy_loss(
                     log_probs,
                     batch.old_log_probs[rows],
-                    reference_log_probs[rows],
+                    None if reference_log_probs is None else reference_log_probs[rows],
                     entropy,
                     batch.advantages[rows].to(log_probs.device),
                     c.clip,
-                    c.kl_coef,
+                    c.kl,
                     c.entropy_coef,
                 )
                 self.optimizer.zero_grad()
@@ -343,7 +394,10 @@ class FlexRecTrainer:
                 for key, value in {"loss": loss.detach(), **stats}.items():
                     sums[f"train/{key}"] = sums.get(f"train/{key}", 0.0) + float(value)
                 count += 1
-        return {key: value / count for key, value in sums.items()}
+        means = {key: value / count for key, value in sums.items()}
+        if self.unwrapped_policy.learns_prior:
+            means["train/prior_weight"] = float(self.unwrapped_policy.prior_weight.detach())
+        return means
 
     # Loop ----------------------------------------------------------------------------------------------------------
 
@@ -359,7 +413,8 @@ class FlexRecTrainer:
             batch = self.collect()
             row = {**batch.stats, **self.update(batch), "steps": float(self.steps)}
             self.iteration += 1
-            if self.config.reference_sync_every and self.iteration % self.config.reference_sync_every == 0:
+            sync = self.config.reference_sync_every
+            if self.reference is not None and sync and self.iteration % sync == 0:
                 self.reference.load_state_dict(self.unwrapped_policy.state_dict())
             if self.evaluate is not None and self.steps >= next_eval:
                 next_eval += self.config.eval_every
@@ -370,6 +425,9 @@ class FlexRecTrainer:
             bar.update(min(self.steps, total_steps) - bar.n)
             bar.set_postfix(list_reward=f"{row['reward/list']:.3f}", refresh=False)
         bar.close()
+        if self.critic is not None and self.config.critic.refit_epochs:
+            loss = self.critic.refit(self.config.critic.refit_epochs)
+            logger.info("critic refit on %d observed labels: loss %.4f", len(self.critic.labels), loss)
         if self.writer is not None:
             self.writer.flush()
         return history

@@ -14,6 +14,7 @@ RewardMode = Literal["swap", "marginal", "list"]
 RewardLabels = Literal["feedback", "true"]
 InvalidAction = Literal["raise", "penalize"]
 RenderMode = Literal["ansi"]
+Split = Literal["train", "eval"]
 
 #: Reward of an invalid action (an already placed candidate) with ``invalid_action="penalize"``.
 INVALID_ACTION_PENALTY = -1.0
@@ -43,6 +44,10 @@ class EnvConfig:
     """A registered scenario name or a ``Scenario`` object."""
     scenario_kwargs: Mapping[str, Any] = field(default_factory=dict)
     """Arguments of a named scenario's factory, e.g. ``{"path": ...}`` for data-backed scenarios."""
+    split: Split = "eval"
+    """``"train"``: requests come from the scenario's training split (``Scenario.training_split()``), e.g. an earlier
+    time window of a log, so training feedback never touches the positives evaluation scores; ``"eval"``: the
+    scenario as given."""
     num_candidates: int = 20
     """N, the size of the candidate set; the action space is ``Discrete(N)``."""
     list_length: int = 10
@@ -69,6 +74,7 @@ class EnvConfig:
             _check_int("metric_k", self.metric_k, 1, n)
         else:
             object.__setattr__(self, "metric_k", k)
+        _check_choice("split", self.split, get_args(Split))
         _check_choice("reward_mode", self.reward_mode, get_args(RewardMode))
         _check_choice("reward_labels", self.reward_labels, get_args(RewardLabels))
         _check_choice("invalid_action", self.invalid_action, get_args(InvalidAction))
@@ -79,6 +85,8 @@ class EnvConfig:
             raise ValueError(f"scenario_kwargs={self.scenario_kwargs!r}; allowed: a dict of the scenario's arguments")
         object.__setattr__(self, "feedback", FeedbackConfig.coerce(self.feedback))  # type: ignore[arg-type]
         scenario = make_scenario(self.scenario, self.scenario_kwargs)
+        if self.split == "train":
+            scenario = make_scenario(scenario.training_split())  # checked too, if the env has not seen it
         for need in scenario.needs():
             register_need(need)  # type: ignore[arg-type]
         object.__setattr__(self, "resolved_scenario", scenario)

@@ -293,6 +293,10 @@ def final_info(
         "list_reward": list_metric(episodes, rows, rankings, config.k),
         "feedback_labels": episodes.labels[rows],
         "feedback_labels_observed": episodes.observed[rows].astype(np.int8),
+        "reward_labels": episodes.reward_relevance[rows].astype(np.int64),
+        "reward_labels_observed": (
+            episodes.observed[rows] if config.reward_labels == "feedback" else np.ones_like(episodes.observed[rows])
+        ).astype(np.int8),
         "clicks": clicks,
         "metrics": metrics,
         "need": episodes.need_names(rows),

@@ -82,7 +82,9 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
     ``feedback_observed`` (bool), ``swap_reward`` (the per-step swap reward, whatever ``reward_mode``),
     ``invalid_action`` (bool). The last step adds ``ranking`` (K candidate indices), ``swap_rewards`` (K exact values
     on the reward labels), ``list_reward`` (f of the list on the reward labels), ``feedback_labels`` (N, 0 where
-    unobserved), ``feedback_labels_observed`` (N, int8), ``clicks`` (K, int8, from the click model on the true
+    unobserved), ``feedback_labels_observed`` (N, int8), ``reward_labels`` / ``reward_labels_observed`` (N: the labels
+    the rewards were computed from and their mask: the feedback's, or with ``reward_labels="true"`` the truth, all
+    observed; trainers read these), ``clicks`` (K, int8, from the click model on the true
     relevance), ``metrics`` (``NDCG@5``, ``NDCG@10``, ``Recall@5``, ``Recall@10`` and ``need_metric`` = f@k, all on
     the *true* relevance, for evaluation only) and ``need``. With ``expose_truth=True`` every info also carries
     ``relevance`` (N true grades). ``reset`` returns ``action_mask``, ``position``, ``need`` and ``instruction``.
@@ -97,7 +99,7 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
     See :class:`flexrec_env.config.EnvConfig`: ``need``, ``scenario``, ``scenario_kwargs``, ``num_candidates`` (N,
     20), ``list_length`` (K, 10), ``metric_k`` (k, default K), ``reward_mode``, ``reward_labels``, ``feedback``,
     ``invalid_action``, ``expose_truth``, ``render_mode``. ``reset(options={"need": ...})`` overrides the need for
-    one episode.
+    one episode; ``split="train"`` draws requests from ``scenario.training_split()`` (training feedback only).
 
     >>> import gymnasium as gym
     >>> import flexrec_env
@@ -112,7 +114,9 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
 
     ## Version history
 
-    * v0: initial version.
+    * v0: initial version. Later additions that change no reward: ``reward_labels``/``reward_labels_observed`` in
+      the last info; a composed need's feature vector is the elementwise maximum of its parts' (was the sum), so it
+      stays inside the range the parts span.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}

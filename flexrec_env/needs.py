@@ -132,7 +132,7 @@ def all_of(*needs: Need, name: str | None = None, held_out: bool = True) -> Need
         name=name or "+".join(n.name for n in needs),
         instructions=instructions,
         relevance=partial(_min_relevance, parts=tuple(n.relevance for n in needs)),
-        features=tuple(float(sum(v)) for v in zip(*(n.features for n in needs), strict=True)),
+        features=tuple(float(max(v)) for v in zip(*(n.features for n in needs), strict=True)),  # inside the parts' range
         metric=list_level[0] if list_level else ndcg,
         held_out=held_out,
         description="all of: " + ", ".join(n.name for n in needs),

@@ -129,10 +129,20 @@ class Scenario(abc.ABC):
     def sample_requests(self, rng: np.random.Generator, num_requests: int, num_candidates: int) -> RequestBatch:
         """Draw ``num_requests`` requests with ``num_candidates`` candidates each, using only ``rng``."""
 
+    def training_split(self) -> Scenario:
+        """The scenario whose requests training may draw feedback from; evaluation uses the scenario itself.
+
+        The default is ``self`` (a simulator can draw fresh users for both). A scenario whose ground truth is fixed
+        data returns one over separate data, e.g. an earlier time window of a log, so that training rewards never
+        come from the positives evaluation scores (``EnvConfig(split="train")`` asks for it).
+        """
+        return self
+
     def interaction_histories(self) -> NDArray[np.int64]:
         """``(num_users, H)`` item ids each user interacted with (most recent last, ``-1`` padded).
 
-        Trained recommenders (BPR, SASRec) fit on these. The default reads a ``histories`` attribute.
+        Trained recommenders (BPR, SASRec) fit on these: every interaction known at the request time, which may be
+        more than the ``RequestBatch.history`` of a request holds. The default reads a ``histories`` attribute.
         """
         histories = getattr(self, "histories", None)
         if histories is None:

@@ -3,7 +3,8 @@
 From a log (:mod:`scenarios.logs` reads it), :class:`LogScenario` builds one ranking request per eligible user at
 the split time ``t_split`` (a quantile of the interaction times):
 
-* **history**: the user's interactions before ``t_split`` (the last ``history_length`` are kept);
+* **history**: the user's interactions before ``t_split`` (requests keep the last ``history_length``;
+  :meth:`LogScenario.interaction_histories` returns them all);
 * **ground truth**: the user's interactions after ``t_split`` with items not in the history; the interest grade of
   such an item is 1 if its rating (normalised to [0, 1] over the layout's range) is at least ``positive_rating``
   and 2 if at least ``strong_rating`` (implicit logs: every interaction is grade 1);
@@ -16,6 +17,13 @@ the split time ``t_split`` (a quantile of the interaction times):
 
 The built-in needs then filter the held-out positives (trending: recent popularity in the top 20%; niche: the less
 popular half; fresh: the newest 20%; interest: any positive; diverse: category coverage).
+
+**Training and evaluation phases.** Those requests (``phase="eval"``) are for evaluation. Training feedback must
+not come from the positives evaluation scores, so :meth:`LogScenario.training_split` gives the same construction
+one step earlier (``phase="train"``): as if the log ended at ``t_split`` and the split were at ``t_train`` (the
+``train_quantile`` quantile of the times). Histories and signals are taken at ``t_train``, the ground truth is the
+liked interactions in ``[t_train, t_split)``, the catalogue is the items seen before ``t_split``, and no
+interaction at or after ``t_split`` affects anything.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import logging
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,19 +45,27 @@ logger = logging.getLogger(__name__)
 
 DAY = 86_400.0
 
+Phase = Literal["train", "eval"]
+
 
 @dataclass(frozen=True)
 class LogConfig:
     """How requests are built from a log."""
 
+    phase: Phase = "eval"
+    """``"eval"``: requests at the split time, positives after it (for evaluation); ``"train"``: requests at the
+    training time, positives between it and the split time (for training feedback; see the module docstring)."""
     split_quantile: float = 0.5
     """The split time is this quantile of the interaction times; in (0, 1). Half the log is held out by default:
     with a later split most users have too few liked items after it for the niche need (on MovieTweetings 100K,
     0.8 leaves a niche-relevant candidate in only ~40% of requests, 0.5 in ~73%)."""
+    train_quantile: float = 0.3
+    """The training time is this quantile of the interaction times; in (0, ``split_quantile``). Phase ``"train"``
+    draws its positives from between it and the split time."""
     recent_window_days: float = 30.0
     """Length of the window before the split that defines recent popularity (trending)."""
     min_history: int = 3
-    """Users need at least this many interactions before the split."""
+    """Users need at least this many interactions before the split (the training time in phase ``"train"``)."""
     history_length: int = 20
     """Most recent history items kept per request."""
     positive_rating: float = 0.5
@@ -64,6 +80,8 @@ class LogConfig:
     """The most frequent categories kept; the rest (and unknown ones) become "other"."""
 
     def __post_init__(self) -> None:
+        if self.phase not in get_args(Phase):
+            raise ValueError(f"phase={self.phase!r}; allowed: {list(get_args(Phase))}")
         checks = {
             "split_quantile": 0.0 < self.split_quantile < 1.0,
             "recent_window_days": self.recent_window_days > 0,
@@ -76,6 +94,10 @@ class LogConfig:
             "max_categories": isinstance(self.max_categories, int) and self.max_categories >= 1,
         }
         check_settings(self, checks)
+        if not 0.0 < self.train_quantile < self.split_quantile:
+            raise ValueError(
+                f"train_quantile={self.train_quantile!r}; allowed: a number in (0, split_quantile={self.split_quantile!r})"
+            )
 
 
 def _segments(keys: NDArray[np.int64], size: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -101,15 +123,37 @@ class LogScenario(Scenario):
         self.log, started = log, time.perf_counter()
         self.num_items, self.num_users = log.num_items, log.num_users
         self.split_time = float(np.quantile(log.times, c.split_quantile))
-        before = log.times < self.split_time
+        self.train_time = float(np.quantile(log.times, c.train_quantile))
+        train = c.phase == "train"
+        self.request_time = self.train_time if train else self.split_time
+        """Time of the requests: histories and signals stop before it, the ground truth starts at it."""
+        self.end_time = self.split_time if train else np.inf
+        """The log as this phase sees it ends before this time (nothing from then on is read)."""
+        self._training_split: LogScenario | None = self if train else None
+        before = log.times < self.request_time
+        window = (log.times >= self.request_time) & (log.times < self.end_time)
         self._build_categories(log)
         self._build_histories(log, before)
-        self._build_ground_truth(log, before)
-        self._build_signals(log, before)
+        self._build_ground_truth(log, window)
+        self._build_signals(log, before, before | window)
         self._build_negative_sampler()
         self.user_feature_dim = self.num_categories + 2
         self.candidate_feature_dim = self.num_categories + 5
         logger.info("built %s in %.2fs: %d eligible users", self, time.perf_counter() - started, len(self.eligible_users))
+
+    def training_split(self) -> LogScenario:
+        """The same log in phase ``"train"`` (built once; itself if this is the training phase already)."""
+        if self._training_split is None:
+            self._training_split = LogScenario(self.log, self.config, phase="train")
+        return self._training_split
+
+    def interaction_histories(self) -> NDArray[np.int64]:
+        """``(num_users, H)`` every interaction of each user before the request time, most recent last, ``-1`` padded.
+
+        H is the longest history (305 before the default split of MovieTweetings 100K: a dense 16,554 x 305 array,
+        40 MB, fine at that size); it is built on each call and not kept.
+        """
+        return self._last_items(max(int(self.history_count.max()), 1))
 
     # ------------------------------------------------------------------------------------------------------------
     # Construction.
@@ -129,26 +173,32 @@ class LogScenario(Scenario):
     def _build_histories(self, log: InteractionLog, before: NDArray[np.bool_]) -> None:
         users, items = log.users[before], log.items[before]  # time-sorted
         order, offsets = _segments(users, self.num_users)
+        self._history_items, self._history_offsets = items[order], offsets  # each user's run, oldest first
         self.history_count = np.diff(offsets)  # (U,)
-        h = self.config.history_length
-        ends = offsets[1:]  # the last h of each user's run, most recent last
-        position = np.arange(len(order)) - (ends[users[order]] - np.minimum(self.history_count[users[order]], h))
-        keep = position >= 0
-        self.histories = np.full((self.num_users, h), -1, dtype=np.int64)
-        self.histories[users[order][keep], position[keep]] = items[order][keep]
+        self.histories = self._last_items(self.config.history_length)  # (U, history_length)
         self._consumed = np.unique(users.astype(np.int64) * self.num_items + items)  # sorted (user, item) keys
 
-    def _build_ground_truth(self, log: InteractionLog, before: NDArray[np.bool_]) -> None:
+    def _last_items(self, width: int) -> NDArray[np.int64]:
+        """``(U, width)``: each user's last ``width`` history items, most recent last, ``-1`` padded on the right."""
+        count = np.minimum(self.history_count, width)  # (U,)
+        users = np.repeat(np.arange(self.num_users), self.history_count)  # the user of each history entry
+        position = np.arange(len(self._history_items)) - (self._history_offsets[1:][users] - count[users])
+        keep = position >= 0
+        out = np.full((self.num_users, width), -1, dtype=np.int64)
+        out[users[keep], position[keep]] = self._history_items[keep]
+        return out
+
+    def _build_ground_truth(self, log: InteractionLog, window: NDArray[np.bool_]) -> None:
+        """Positives: the best grade of each liked (user, item) in ``window`` whose item is not in the history."""
         c = self.config
-        after = ~before
         if log.ratings is None or log.rating_range is None:
-            grade = np.ones(int(after.sum()), dtype=np.int64)
+            grade = np.ones(int(window.sum()), dtype=np.int64)
         else:
             low, high = log.rating_range
-            norm = (log.ratings[after] - low) / max(high - low, 1e-12)
+            norm = (log.ratings[window] - low) / max(high - low, 1e-12)
             grade = (norm >= c.positive_rating).astype(np.int64) + (norm >= c.strong_rating)
-        keys = log.users[after].astype(np.int64) * self.num_items + log.items[after]
-        self._known = np.union1d(self._consumed, keys)  # every (user, item) the user interacted with, liked or not
+        keys = log.users[window].astype(np.int64) * self.num_items + log.items[window]
+        self._known = np.union1d(self._consumed, keys)  # every (user, item) of the phase's log, liked or not
         fresh = ~np.isin(keys, self._consumed) & (grade > 0)  # items not in the history, liked
         keys, grade = keys[fresh], grade[fresh]
         order = np.lexsort((-grade, keys))  # by key, best grade first
@@ -163,21 +213,33 @@ class LogScenario(Scenario):
         self.eligible_users = np.flatnonzero((self.history_count >= c.min_history) & (positives >= 1))
         if not len(self.eligible_users):
             raise ValueError(
-                f"no user of {log.source} has >= {c.min_history} interactions before the split time and a liked "
-                f"interaction after it (split_quantile={c.split_quantile}); lower min_history or move the split"
+                f"no user of {log.source} has >= {c.min_history} interactions before {self._phase_window()}; "
+                "lower min_history or move the split"
             )
 
-    def _build_signals(self, log: InteractionLog, before: NDArray[np.bool_]) -> None:
+    def _phase_window(self) -> str:
+        """Where this phase's histories end and its positives lie, for messages."""
+        c = self.config
+        if c.phase == "train":
+            return (
+                "the training time and a liked interaction between it and the split time "
+                f"(phase='train', train_quantile={c.train_quantile}, split_quantile={c.split_quantile})"
+            )
+        return f"the split time and a liked interaction after it (split_quantile={c.split_quantile})"
+
+    def _build_signals(self, log: InteractionLog, before: NDArray[np.bool_], visible: NDArray[np.bool_]) -> None:
+        """Popularity signals and user features at the request time (``before`` it); ``visible``: the phase's log."""
         counts = np.bincount(log.items[before], minlength=self.num_items).astype(np.float64)
-        window = before & (log.times >= self.split_time - self.config.recent_window_days * DAY)
+        window = before & (log.times >= self.request_time - self.config.recent_window_days * DAY)
         recent = np.bincount(log.items[window], minlength=self.num_items).astype(np.float64)
         first_seen = np.full(self.num_items, np.inf)
-        np.minimum.at(first_seen, log.items, log.times)
+        np.minimum.at(first_seen, log.items[visible], log.times[visible])
+        self.in_catalogue = np.isfinite(first_seen)  # (I,) items seen in the phase's log (all of them in "eval")
         self.release = np.where(np.isnan(log.item_release), first_seen, log.item_release)
         self.counts = counts
-        self.popularity = percentile_ranks(counts)
-        self.recent_popularity = percentile_ranks(recent)
-        self.freshness = percentile_ranks(self.release)
+        self.popularity = percentile_ranks(counts, self.in_catalogue)
+        self.recent_popularity = percentile_ranks(recent, self.in_catalogue)
+        self.freshness = percentile_ranks(self.release, self.in_catalogue)
         onehot = np.eye(self.num_categories, dtype=np.float32)
         self._category_onehot = onehot
         valid = self.histories >= 0
@@ -190,7 +252,7 @@ class LogScenario(Scenario):
         self._log_count = (np.log1p(counts) / np.log1p(max(counts.max(), 1.0))).astype(np.float32)
 
     def _build_negative_sampler(self) -> None:
-        weights = (self.counts + 1.0) ** self.config.negative_popularity_exponent
+        weights = (self.counts + 1.0) ** self.config.negative_popularity_exponent * self.in_catalogue
         self._negative_prob, self._negative_alias = alias_table(weights)
 
     # ------------------------------------------------------------------------------------------------------------
@@ -255,7 +317,7 @@ class LogScenario(Scenario):
         features += [self._log_count[items][..., None], taste[..., None].astype(np.float32)]
         return RequestBatch(
             user_ids=users,
-            times=np.full(num_requests, self.split_time),
+            times=np.full(num_requests, self.request_time),
             history=self.histories[users],
             candidates=items,
             candidate_features=np.concatenate(features, axis=-1).astype(np.float32),
@@ -272,7 +334,8 @@ class LogScenario(Scenario):
         return f"{title} [{self.category_names[self.item_category[item_id]]}]"
 
     def __repr__(self) -> str:
-        return f"LogScenario({self.log.source}, users={len(self.eligible_users)}/{self.num_users}, items={self.num_items})"
+        users = f"users={len(self.eligible_users)}/{self.num_users}"
+        return f"LogScenario({self.log.source}, phase={self.config.phase}, {users}, items={self.num_items})"
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -6,6 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Two shared cores: torch's intra-op threads only contend with each other on the tiny models of the tests.
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,11 +7,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from agents.advantages import Rewards
 from agents.baselines import RandomAgent
 from agents.cli import main
 from agents.evaluation import evaluate
 from agents.flexrec import FlexRecAgent
-from agents.policy import TransformerPolicyConfig, TransformerRankingPolicy
+from agents.policy import RankingInputs, TransformerPolicyConfig, TransformerRankingPolicy
 from agents.registry import load_agent
 from agents.trainer import FlexRecTrainer, TrainerConfig
 
@@ -41,8 +42,8 @@ def test_one_iteration_of_every_estimator(advantage, tmp_path):
     row = history[-1]
     assert {"reward/list", "train/kl", "train/entropy", "advantage/position_1", "reward/swap_position_4"} <= set(row)
     if advantage == "flexrec":
-        assert {"critic/nll", "critic/within_1sigma", "critic/within_2sigma", "critic/mean_weight"} <= set(row)
-        assert 0.5 < row["critic/mean_weight"] <= 1.0
+        assert {"critic/nll", "critic/ece", "critic/within_1sigma", "critic/within_2sigma", "critic/mean_weight"} <= set(row)
+        assert 0.0 < row["critic/mean_weight"] <= 1.0
 
 
 def test_rollouts_share_each_request_across_its_group():
@@ -117,22 +118,57 @@ def test_cli_trains_flexrec_and_evaluate_reproduces_it(tmp_path):
     assert result.exit_code != 0 and "--advantage applies to the flexrec agents" in result.output
 
 
-@pytest.mark.parametrize("impute", ["all", "anchored"])
-def test_critic_fills_in_unobserved_labels_only_where_the_feedback_saw_a_relevant_item(impute):
-    t = make_trainer(advantage="flexrec", impute=impute)
-    batch = t.collect()  # builds the critic
-    assert t.critic is not None
-    for member in t.critic.members:
-        torch.nn.init.constant_(member[-1].bias, 1.0)  # the critic now predicts a positive gain everywhere
-    rankings = batch.rankings.numpy()
-    labels = np.zeros((4, 8))
-    observed = np.zeros((4, 8), dtype=bool)
-    labels[0, 2], observed[0, [2, 3]] = 1.0, True  # request 0: one relevant item observed
-    observed[1, [0, 1]] = True  # request 1: only irrelevant items observed
-    needs = np.array(["interest"] * 4, dtype=object)
-    rewards, std, _ = t.critic_rewards(batch.inputs, rankings, labels, observed, np.zeros(rankings.shape), needs)
-    assert np.abs(rewards[0]).sum() > 0  # request 0 is completed by the critic either way
-    if impute == "anchored":
-        np.testing.assert_array_equal(rewards[1:], 0.0)  # nothing relevant observed: no invented credit
-    else:
-        assert np.abs(rewards[1:]).sum() > 0
+def test_flexrec_reads_the_reward_labels_the_env_was_asked_for():
+    """The critic learns from the feedback's observed labels only, or from every true label with reward_labels="true"."""
+    t = make_trainer({**SMALL, "feedback": {"observe_prob": 0.0}}, advantage="flexrec")
+    t.collect()
+    assert t.critic is not None and len(t.critic.labels) == 0  # nothing observed: nothing reaches the critic
+    t = make_trainer({**SMALL, "reward_labels": "true"}, advantage="flexrec")
+    t.collect()
+    truth = t.env._core.episodes.relevance[::4]  # (B, N): each group's request
+    assert t.critic is not None and t.critic.labels.tolist() == truth.reshape(-1).tolist()
+    # With every label known, the critic-completed swap rewards are the env's exact ones (ties aside).
+    features = t.unwrapped_policy.critic_inputs(t.collect().inputs)
+    rankings = np.stack([np.argsort(np.random.default_rng(i).random((4, 8)), axis=1)[:, :4] for i in range(4)])
+    obs, _ = t.env.reset()
+    for step in range(4):
+        _, _, _, _, info = t.env.step(rankings.reshape(16, 4)[:, step])
+    rewards = Rewards(info["list_reward"].reshape(4, 4), info["swap_rewards"].reshape(4, 4, 4))
+    completed, _ = t.critic_rewards(
+        t.unwrapped_policy.critic_inputs(RankingInputs.from_observation({k: v[::4] for k, v in obs.items()})),
+        rankings,
+        rewards,
+        info,
+    )
+    assert features.shape[:2] == (4, 8)
+    np.testing.assert_allclose(completed.critic_rewards, rewards.swap_rewards, atol=1e-12)
+
+
+def test_flexrec_policy_starts_from_the_critic_and_is_anchored_to_it():
+    t = make_trainer(advantage="flexrec")
+    assert t.config.kl == 0.5 and t.reference is not None
+    batch = t.collect()
+    assert batch.inputs.prior is not None and batch.inputs.prior.shape == (4, 8)
+    # The residual logits start at zero: the policy's first placement is the softmax of the prior.
+    logp, _ = t.unwrapped_policy.log_probs(batch.inputs, batch.rankings)
+    first = torch.log_softmax(t.unwrapped_policy.prior_weight * batch.inputs.prior, dim=-1)
+    np.testing.assert_allclose(logp[:, :, 0].detach(), first.gather(1, batch.rankings[:, :, 0]).detach(), atol=1e-5)
+    assert make_trainer(advantage="swap").config.kl == 0.0 and make_trainer(advantage="swap").reference is None
+    assert make_trainer(advantage="flexrec", critic_prior=False).collect().inputs.prior is None
+
+
+@pytest.mark.parametrize("setting", [{"completion": "dr"}, {"completion": "none"}, {"weight": "none"}, {"weight": "sigmoid"}])
+def test_every_flexrec_variant_trains(setting):
+    t = make_trainer(advantage="flexrec", **setting)
+    row = t.train(128, progress=False)[-1]
+    assert {"critic/ece", "critic/within_1sigma", "critic/within_1sigma_predicted", "critic/mean_weight"} <= set(row)
+    if setting.get("weight") == "none":
+        assert row["critic/mean_weight"] == 1.0
+    with pytest.raises(ValueError, match="completion='zero'"):
+        TrainerConfig(completion="zero")  # type: ignore[arg-type]
+
+
+def test_diverse_rewards_use_the_critic_completed_gains():
+    t = make_trainer({**SMALL, "need": "diverse", "reward_labels": "true"}, advantage="flexrec")
+    batch = t.collect()
+    assert np.isfinite(batch.advantages.numpy()).all() and batch.advantages.abs().sum() > 0

@@ -77,7 +77,10 @@ def test_registry_and_held_out_needs():
 
 def test_composition_features_and_instructions():
     both = all_of(get_need("trending"), get_need("fresh"), name="buzz-new")
-    np.testing.assert_array_equal(both.feature_vector, get_need("trending").feature_vector + get_need("fresh").feature_vector)
+    # The elementwise maximum: every axis stays inside the range its parts span (interest stays 1, not 2).
+    expected = np.maximum(get_need("trending").feature_vector, get_need("fresh").feature_vector)
+    np.testing.assert_array_equal(both.feature_vector, expected)
+    assert both.feature_vector.max() == 1.0
     assert len(both.instructions) == len(get_need("trending").instructions)
     assert "Also:" in both.instructions[0]
     assert all_of(get_need("diverse"), get_need("fresh")).is_list_level
