@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
-FORMAT = "flexrec-checkpoint-v1"
+FORMAT = "flexrec-checkpoint-v2"
+#: Formats this version refuses, with the reason.
+RETIRED = {"flexrec-checkpoint-v1": "it predates the categorical critic and the policy's prior (issue 11); train again"}
 
 
 def save_checkpoint(path: str | Path, kind: str, payload: dict[str, Any]) -> None:
@@ -40,6 +42,8 @@ def _read(path: Path) -> dict[str, Any]:
         data = torch.load(path, map_location="cpu", weights_only=False)
     except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError, AttributeError) as error:
         raise ValueError(f"{path} is not a readable FlexRec checkpoint (truncated or another format): {error}") from None
+    if isinstance(data, dict) and data.get("format") in RETIRED:
+        raise ValueError(f"{path} has the retired checkpoint format {data['format']!r}: {RETIRED[data['format']]}")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{path} is not a FlexRec checkpoint (expected format {FORMAT!r})")
     return data

@@ -25,7 +25,9 @@ stands in for the gains ``G``:
 
 * ``"impute"``: observed gains kept (variance 0); the critic's ``mu`` and ``var`` where the feedback saw nothing;
 * ``"dr"`` (doubly robust): ``G_hat = mu + o / p_obs * (g_obs - mu)`` for every candidate (``o`` = observed, with
-  probability ``p_obs``): unbiased for the observed-label gain whatever the critic, variance ``var (1 - p_obs) / p_obs``;
+  probability ``p_obs``): over the observation draw, unbiased for the feedback label's gain whatever the critic;
+  its error variance is ``var`` where unobserved and ``var (1 / p_obs - 1)**2`` where observed (DR gains can be
+  negative; only the ideal DCG and list-level needs use their non-negative part);
 * ``"none"``: the feedback's gains alone (unobserved = 0, as the ``swap`` estimator sees them), variance ``var``
   where unobserved: the critic only says how uncertain each reward is.
 
@@ -74,7 +76,7 @@ class CriticConfig:
     noise_aware: bool = True
     """Train through the feedback's known label-noise channel, so the grade probabilities are of the true grade."""
     learning_rate: float = 2e-3
-    """Adam step size."""
+    """AdamW step size."""
     weight_decay: float = 1e-4
     """AdamW weight decay."""
     updates: int = 16
@@ -209,7 +211,11 @@ def completed_gains(
     completion: Completion = "impute",
     observe_prob: float = 1.0,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Gains and their variances ``(B, N)`` that stand in for the feedback's (see the module docstring)."""
+    """Gains and their variances ``(B, N)`` that stand in for the feedback's (see the module docstring).
+
+    Observed gains are the feedback's (noisy) labels, what the rewards measure; the critic's ``mean`` and ``var``
+    are its estimate of the true grade's gain, so with label noise the two differ slightly in expectation.
+    """
     observed_gain = np.exp2(np.asarray(labels, dtype=np.float64)) - 1.0
     if completion == "impute":
         return np.where(observed, observed_gain, mean), np.where(observed, 0.0, var)
@@ -217,7 +223,7 @@ def completed_gains(
         if not 0.0 < observe_prob <= 1.0:
             raise ValueError(f"observe_prob={observe_prob!r}; allowed: in (0, 1] for doubly robust completion")
         gain = mean + np.where(observed, (observed_gain - mean) / observe_prob, 0.0)
-        return gain, var * (1.0 - observe_prob) / observe_prob
+        return gain, np.where(observed, var * (1.0 / observe_prob - 1.0) ** 2, var)
     if completion == "none":
         return np.where(observed, observed_gain, 0.0), np.where(observed, 0.0, var)
     raise ValueError(f"completion={completion!r}; allowed: {list(COMPLETIONS)}")
@@ -260,6 +266,15 @@ class CriticLearner:
         self.generator = torch.Generator().manual_seed(seed)
         self.inputs = torch.empty(0, input_dim, device=device)
         self.labels = torch.empty(0, dtype=torch.long, device=device)
+
+    def to(self, device: torch.device | str) -> CriticLearner:
+        """Move the critic and its buffer to ``device`` (the optimiser starts afresh there); returns self."""
+        self.critic.to(device)
+        self.inputs, self.labels = self.inputs.to(device), self.labels.to(device)
+        self.optimizer = torch.optim.AdamW(
+            self.critic.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay
+        )
+        return self
 
     @torch.no_grad()
     def predict(self, features: torch.Tensor) -> NDArray[np.float64]:

@@ -136,7 +136,7 @@ class PolicyAgent(TrainableAgent):
         self.policy = policy.cpu() if self.rank_on_cpu else policy
         self.critic = trainer.critic
         if self.critic is not None and self.rank_on_cpu:
-            self.critic.critic.cpu()
+            self.critic.to("cpu")
         return self
 
     @property

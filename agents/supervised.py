@@ -43,9 +43,10 @@ class CriticRanker(Agent):
     def rank(self, request: Request, observation: dict[str, Any], info: dict[str, Any]) -> NDArray[np.int64]:
         if self.learner is None:
             raise RuntimeError(f"this {self.name} agent is untrained: call learn() or load a checkpoint first")
-        inputs = RankingInputs.from_observation(observation)
+        device = next(self.learner.critic.parameters()).device
+        inputs = RankingInputs.from_observation(observation, [request], device)
         scores = self.learner.expected_gain(self.features(inputs))[0]  # (N,)
-        return torch.argsort(scores, descending=True, stable=True).numpy()
+        return torch.argsort(scores, descending=True, stable=True).cpu().numpy()
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ One iteration:
 
    The log-probabilities are computed through the prepared (possibly data-parallel wrapped) module.
 
-``accelerate`` places the policy, the critic and the optimisers (one CPU, one GPU, or ``accelerate launch`` for data
-parallel: each process collects its own rollouts from its own seed).
+``accelerate`` places the policy and its optimiser (one CPU, one GPU, or ``accelerate launch`` for data parallel: each
+process collects its own rollouts from its own seed). The critic lives on the same device but is not synchronised
+across processes: under ``accelerate launch`` each process's critic learns from its own feedback.
 """
 
 from __future__ import annotations
@@ -327,12 +328,13 @@ class FlexRecTrainer:
         critic = self.critic_learner(features)
         probs = critic.predict(features)  # (B, N, M + 1), before training on these labels
         mean, var = gain_moments(probs)
-        observe_prob, label_noise = self.reward_noise
+        observe_prob = self.reward_noise[0]
         gain, gain_var = completed_gains(labels, observed, mean, var, self.config.completion, observe_prob)
         critic_rewards, std = completed_swap_rewards(rankings, gain, gain_var, self.metric_k)
         self.list_level_swap_rewards(critic_rewards, rankings, gain, info["need"][first])
         stats = {
-            f"critic/{key}": value for key, value in calibration_report(probs[observed], labels[observed], label_noise).items()
+            f"critic/{key}": value
+            for key, value in calibration_report(probs[observed], labels[observed], critic.label_noise).items()
         }
         stats["critic/observed"], stats["critic/reward_std"] = float(observed.mean()), float(std.mean())
         critic.add(features, labels, observed)

@@ -70,7 +70,9 @@ def test_completed_gains_by_hand():
     # Doubly robust, p_obs = 0.5: mu + o / p (g - mu) -> 1 + 2 (3 - 1) = 5; 0.5 + 2 (0 - 0.5) = -0.5; 0.25.
     gain, gain_var = completed_gains(labels, observed, mean, var, "dr", observe_prob=0.5)
     np.testing.assert_allclose(gain, [[5.0, -0.5, 0.25]])
-    np.testing.assert_allclose(gain_var, var)  # var (1 - p) / p = var at p = 1/2
+    np.testing.assert_allclose(gain_var, var)  # var (1/p - 1)**2 = var at p = 1/2 where observed, var elsewhere
+    _, gain_var = completed_gains(labels, observed, mean, var, "dr", observe_prob=0.25)
+    np.testing.assert_allclose(gain_var, [[0.9, 1.8, 0.4]])  # (1/0.25 - 1)**2 = 9 times var where observed
     gain, gain_var = completed_gains(labels, observed, mean, var, "none")
     np.testing.assert_allclose(gain, [[3.0, 0.0, 0.0]])
     np.testing.assert_allclose(gain_var, [[0.0, 0.0, 0.4]])
@@ -185,3 +187,10 @@ def test_refit_starts_afresh_and_fits_every_label():
     assert np.abs(learner.predict(x[:, 0]) - fitted).max() > 0.2
     learner.refit(40)
     assert (learner.predict(x[:, 0]).argmax(-1) == labels[:, 0]).mean() > 0.95
+
+
+def test_learner_moves_with_its_buffer():
+    learner = CriticLearner(2, 2, config=CriticConfig(hidden=4, ensemble=1))
+    learner.add(torch.ones(1, 3, 2), np.array([[0, 1, 2]]), np.ones((1, 3), dtype=bool))
+    assert learner.to("cpu") is learner and learner.labels.device.type == "cpu"
+    assert np.isfinite(learner.fit(2))
