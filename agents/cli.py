@@ -11,6 +11,7 @@ import gymnasium as gym
 from tqdm import tqdm
 
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
+from agents.advantages import ESTIMATORS
 from agents.base import Agent, TrainableAgent, play_episode
 from agents.baselines import NeedAwareHeuristic, RandomAgent
 from agents.evaluation import Evaluation, evaluate, format_ci, mean_ci
@@ -204,7 +205,7 @@ def report(evaluation: Evaluation, out: Path | None) -> None:
 @click.option("--agent", default="flexrec", show_default=True, help="Agent to train (see `flexrec-agent agents`).")
 @click.option(
     "--advantage",
-    type=click.Choice(["list", "swap", "flexrec"]),
+    type=click.Choice(list(ESTIMATORS)),
     default=None,
     help="Advantage estimator of the flexrec agents: list (GRPO), swap, or flexrec (swap + uncertainty-aware critic; "
     "the default).",

@@ -8,7 +8,9 @@ the fields of :class:`~agents.trainer.TrainerConfig` (``advantage``, ``group_siz
 
 :class:`PolicyAgent` is what every agent around a :class:`~agents.policy.RankingPolicy` shares (settings, ``learn``
 with the trainer, ``rank``, ``save``/``load``); :class:`FlexRecAgent` and the LLM agent (:mod:`agents.llm`) only say
-how to build, save and restore their policy.
+how to build, save and restore their policy. A ``flexrec`` run keeps its critic: the policy ranks with the critic's
+expected gains as its prior (``critic_prior``), the checkpoint holds both, and :meth:`PolicyAgent.critic_ranker`
+ranks with the critic alone.
 """
 
 from __future__ import annotations
