@@ -19,6 +19,11 @@ from numpy.typing import NDArray
 from scenarios import Request
 
 
+def training_env_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``env_kwargs`` for an env that training draws feedback from: the scenario's training split unless set."""
+    return {"split": "train", **env_kwargs}
+
+
 class Agent:
     """Anything that ranks. Subclasses implement :meth:`rank` or :meth:`act` (or both)."""
 

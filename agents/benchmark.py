@@ -51,7 +51,6 @@ ENTRIES: dict[str, tuple[str, dict[str, Any]]] = {
     "bpr": ("bpr", {}),
     "sasrec": ("sasrec", {}),
     "supervised": ("supervised", {}),
-    "critic": ("flexrec", {"advantage": "flexrec"}),  # the flexrec run's critic as the ranker (see DERIVED)
     "maskable-ppo": ("maskable-ppo", {}),
     "flexrec-list": ("flexrec", {"advantage": "list"}),
     "flexrec-swap": ("flexrec", {"advantage": "swap"}),
@@ -64,8 +63,9 @@ ENTRIES: dict[str, tuple[str, dict[str, Any]]] = {
     "flexrec-llm": ("flexrec-llm", {}),
     "oracle": ("oracle", {}),
 }
-#: Entries that rank with something a trained agent built: name -> that agent -> the ranker evaluated.
-DERIVED: dict[str, Callable[[Any], Agent]] = {"critic": lambda agent: agent.critic_ranker()}
+#: Entries that rank with something another entry's trained agent built: name -> (that entry, agent -> ranker).
+#: They are evaluated from the same training run as their source (one run serves both cells of a seed).
+DERIVED: dict[str, tuple[str, Callable[[Any], Agent]]] = {"critic": ("flexrec", lambda agent: agent.critic_ranker())}
 #: Entries of the ablation table, in table order; each is compared with :data:`ABLATION_REFERENCE`.
 ABLATIONS = (
     "flexrec-list", "flexrec-swap", "flexrec-no-prior", "flexrec-impute-only", "flexrec-weight-only", "flexrec-no-anchor",
@@ -90,7 +90,7 @@ class BenchmarkConfig:
     """What the benchmark runs."""
 
     agents: tuple[str, ...] = DEFAULT_AGENTS
-    """Entries of :data:`ENTRIES`."""
+    """Entries of :data:`ENTRIES` or :data:`DERIVED`."""
     needs: tuple[str, ...] = ()
     """Training needs (default: every built-in need not held out); evaluation adds the held-out needs."""
     scenario: str = "synthetic"
@@ -105,9 +105,9 @@ class BenchmarkConfig:
     """Evaluation episodes per need and cell."""
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.agents) - set(ENTRIES))
+        unknown = sorted(set(self.agents) - set(ENTRIES) - set(DERIVED))
         if unknown:
-            raise ValueError(f"unknown benchmark agent(s) {unknown}; allowed: {list(ENTRIES)}")
+            raise ValueError(f"unknown benchmark agent(s) {unknown}; allowed: {[*ENTRIES, *DERIVED]}")
         for name in ("seeds", "steps", "episodes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -144,9 +144,17 @@ def learning_curve(agent: Agent) -> list[tuple[int, float]]:
     return [(int(s), float(v)) for s, v in getattr(agent, "eval_history", [])]
 
 
-def run_cell(name: str, seed: int, config: BenchmarkConfig) -> dict[str, Any]:
-    """Train (if trainable) and evaluate one agent with one seed."""
-    registered, settings = ENTRIES[name]
+def source_of(name: str) -> str:
+    """The entry whose training run a benchmark entry is evaluated from (itself unless it is derived)."""
+    return DERIVED[name][0] if name in DERIVED else name
+
+
+def run_cells(source: str, seed: int, config: BenchmarkConfig, rankers: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Train entry ``source`` once (if trainable) with one seed; evaluate each of ``rankers``: ``{entry: cell}``.
+
+    ``rankers`` are ``source`` itself and/or entries derived from it (:data:`DERIVED`).
+    """
+    registered, settings = ENTRIES[source]
     env_kwargs = config.env_kwargs()
     agent = make_agent(registered, **settings)
     started = time.perf_counter()
@@ -155,34 +163,47 @@ def run_cell(name: str, seed: int, config: BenchmarkConfig) -> dict[str, Any]:
     trained = time.perf_counter() - started
     needs = [*env_kwargs["need"], *(n.name for n in held_out_needs() if n.name not in env_kwargs["need"])]
     eval_kwargs = {k: v for k, v in env_kwargs.items() if k != "need"}
-    ranker = DERIVED[name](agent) if name in DERIVED else agent
-    result = evaluate(ranker, eval_kwargs, needs, config.episodes, EVAL_SEED)
-    return {
-        "agent": name,
-        "seed": seed,
-        "values": result.values,
-        "held_out": result.held_out,
-        "train_seconds": trained,
-        "curve": [] if name in DERIVED else learning_curve(agent),
-    }
+    cells = {}
+    for entry in rankers:
+        assert source_of(entry) == source, f"{entry} is not evaluated from {source}"
+        ranker = DERIVED[entry][1](agent) if entry in DERIVED else agent
+        result = evaluate(ranker, eval_kwargs, needs, config.episodes, EVAL_SEED)
+        cells[entry] = {
+            "agent": entry,
+            "seed": seed,
+            "values": result.values,
+            "held_out": result.held_out,
+            "train_seconds": trained,
+            "curve": learning_curve(agent) if entry == source else [],
+        }
+    return cells
 
 
 def run_benchmark(config: BenchmarkConfig, out: Path, progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every missing cell, then write the report (``results.json``, ``results.md``, PNG plots) to ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", asdict(config))
+
+    def path(name: str, seed: int) -> Path:
+        return out / "cells" / f"{name}-seed{seed}.json"
+
+    seeds = {name: config.seeds if AGENTS[ENTRIES[source_of(name)][0]].trainable else 1 for name in config.agents}
     cells: list[dict[str, Any]] = []
+    written: set[tuple[str, int]] = set()  # cells this call wrote
     for name in config.agents:
-        trainable = AGENTS[ENTRIES[name][0]].trainable
-        for seed in range(config.seeds if trainable else 1):
-            path = out / "cells" / f"{name}-seed{seed}.json"
-            if path.is_file():
+        for seed in range(seeds[name]):
+            if (name, seed) in written:
+                pass
+            elif path(name, seed).is_file():
                 progress(f"{name} seed {seed}: done before, kept")
-            else:
-                started = time.perf_counter()
-                write_json(path, run_cell(name, seed, config))
-                progress(f"{name} seed {seed}: {time.perf_counter() - started:.0f}s")
-            cells.append(json.loads(path.read_text()))
+            else:  # one training run serves every missing entry evaluated from it
+                source, started = source_of(name), time.perf_counter()
+                rankers = [n for n in config.agents if source_of(n) == source and not path(n, seed).is_file()]
+                for entry, cell in run_cells(source, seed, config, rankers).items():
+                    write_json(path(entry, seed), cell)
+                    written.add((entry, seed))
+                progress(f"{', '.join(rankers)} seed {seed}: {time.perf_counter() - started:.0f}s")
+            cells.append(json.loads(path(name, seed).read_text()))
     report = summarise(cells, budget=config.steps)
     write_json(out / "results.json", {"config": asdict(config), **report})
     (out / "results.md").write_text(markdown(report))

@@ -49,8 +49,8 @@ right reference.)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, fields
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -62,6 +62,7 @@ from flexrec_env.swap import swap_coefficients
 from scenarios.tools import check_settings
 
 Completion = Literal["impute", "dr", "none"]
+ProbsT = TypeVar("ProbsT", torch.Tensor, NDArray[np.float64])
 COMPLETIONS: tuple[Completion, ...] = ("impute", "dr", "none")
 
 
@@ -105,13 +106,23 @@ class CriticConfig:
         check_settings(self, checks)
 
 
+#: Agent settings that configure the critic: its config's fields prefixed with ``critic_``.
+CRITIC_SETTINGS = frozenset(f"critic_{f.name}" for f in fields(CriticConfig))
+
+
+def critic_settings(settings: dict[str, Any]) -> tuple[CriticConfig, dict[str, Any]]:
+    """Flat agent settings to the critic's (:data:`CRITIC_SETTINGS`) and the rest: ``(CriticConfig, rest)``."""
+    config = CriticConfig(**{k.removeprefix("critic_"): v for k, v in settings.items() if k in CRITIC_SETTINGS})
+    return config, {k: v for k, v in settings.items() if k not in CRITIC_SETTINGS}
+
+
 def grade_gains(max_grade: int) -> NDArray[np.float64]:
     """``g_y = 2**y - 1`` for ``y = 0..M``."""
     return np.exp2(np.arange(max_grade + 1, dtype=np.float64)) - 1.0
 
 
-def noisy_channel(probs: torch.Tensor, label_noise: float) -> torch.Tensor:
-    """``P(observed = y) = (1 - eps) p_y + eps / M (1 - p_y)``: ``(..., M + 1) -> (..., M + 1)``."""
+def noisy_channel(probs: ProbsT, label_noise: float) -> ProbsT:
+    """``P(observed = y) = (1 - eps) p_y + eps / M (1 - p_y)``: ``(..., M + 1) -> (..., M + 1)`` (tensor or array)."""
     m = probs.shape[-1] - 1
     return (1.0 - label_noise) * probs + label_noise / m * (1.0 - probs)
 
@@ -191,7 +202,7 @@ def interval_coverage(probs: NDArray, labels: NDArray, widths: tuple[float, ...]
 
 def calibration_report(probs: NDArray, labels: NDArray, label_noise: float) -> dict[str, float]:
     """ECE, NLL and interval coverage of the *observed* (noisy) labels under the critic's true-grade ``probs``."""
-    observed_probs = noisy_channel(torch.as_tensor(probs, dtype=torch.float64), label_noise).numpy()
+    observed_probs = noisy_channel(np.asarray(probs, dtype=np.float64), label_noise)
     labels = np.asarray(labels, dtype=np.int64)
     nll = -np.log(np.take_along_axis(observed_probs, labels[:, None], 1).clip(1e-12)).mean() if len(labels) else np.nan
     return {"ece": expected_calibration_error(observed_probs, labels), "nll": float(nll)} | interval_coverage(
@@ -262,32 +273,36 @@ class CriticLearner:
         self.config = c = config or CriticConfig()
         self.label_noise = label_noise if c.noise_aware else 0.0
         self.critic = GradeCritic(input_dim, max_grade, c).to(device)
-        self.optimizer = torch.optim.AdamW(self.critic.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
+        self.optimizer = self.new_optimizer()
         self.generator = torch.Generator().manual_seed(seed)
         self.inputs = torch.empty(0, input_dim, device=device)
         self.labels = torch.empty(0, dtype=torch.long, device=device)
+
+    def new_optimizer(self) -> torch.optim.Optimizer:
+        """A fresh AdamW over the critic's parameters."""
+        return torch.optim.AdamW(self.critic.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
 
     def to(self, device: torch.device | str) -> CriticLearner:
         """Move the critic and its buffer to ``device`` (the optimiser starts afresh there); returns self."""
         self.critic.to(device)
         self.inputs, self.labels = self.inputs.to(device), self.labels.to(device)
-        self.optimizer = torch.optim.AdamW(
-            self.critic.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay
-        )
+        self.optimizer = self.new_optimizer()
         return self
 
     @torch.no_grad()
-    def predict(self, features: torch.Tensor) -> NDArray[np.float64]:
+    def probabilities(self, features: torch.Tensor) -> torch.Tensor:
         """Grade probabilities ``(..., M + 1)`` of the true grade for per-candidate ``features`` ``(..., F)``."""
         self.critic.eval()
-        return self.critic(features).double().cpu().numpy()
+        return self.critic(features)
 
-    def expected_gain(self, features: torch.Tensor) -> torch.Tensor:
-        """``mu`` per candidate: ``(..., F) -> (...)``, a ranking score (on the features' device)."""
-        with torch.no_grad():
-            probs = self.critic(features)
-        gains = torch.as_tensor(grade_gains(self.critic.max_grade), dtype=probs.dtype, device=probs.device)
-        return probs @ gains
+    def predict(self, features: torch.Tensor) -> NDArray[np.float64]:
+        """:meth:`probabilities` as a float64 array on the CPU."""
+        return self.probabilities(features).double().cpu().numpy()
+
+    def expected_gain(self, features: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+        """``mu`` per candidate ``(...)``, a ranking score on the features' device (``probs``: reuse a forward)."""
+        probs = self.probabilities(features) if probs is None else probs
+        return probs @ torch.as_tensor(grade_gains(self.critic.max_grade), dtype=probs.dtype, device=probs.device)
 
     def add(self, features: torch.Tensor, labels: NDArray, observed: NDArray[np.bool_]) -> None:
         """Append the observed labels (rows of ``features`` ``(B, N, F)`` where ``observed``) to the buffer."""
@@ -318,9 +333,7 @@ class CriticLearner:
         for layer in self.critic.members.modules():
             if isinstance(layer, nn.Linear):
                 layer.reset_parameters()
-        self.optimizer = torch.optim.AdamW(
-            self.critic.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay
-        )
+        self.optimizer = self.new_optimizer()
         return self.fit_epochs(epochs)
 
     def fit_epochs(self, epochs: int) -> float:

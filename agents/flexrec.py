@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 
 from agents.base import TrainableAgent
 from agents.checkpoints import load_checkpoint, save_checkpoint
-from agents.critic import CriticConfig, CriticLearner
+from agents.critic import CRITIC_SETTINGS, CriticLearner, critic_settings
 from agents.policy import RankingInputs, RankingPolicy, TransformerPolicyConfig, TransformerRankingPolicy
 from agents.supervised import CriticRanker
 from agents.trainer import FlexRecTrainer, TrainerConfig
@@ -42,17 +42,15 @@ def split_settings(
     settings: dict[str, Any], policy_config: type[Any] = TransformerPolicyConfig, agent: str = "flexrec"
 ) -> tuple[TrainerConfig, Any]:
     """Flat settings to the trainer's, the critic's (``critic_`` prefix) and the policy's (``policy_config``) configs."""
-    names = {
-        "trainer": {f.name for f in fields(TrainerConfig)} - {"critic"},
-        "policy": {f.name for f in fields(policy_config)},
-        "critic": {f"critic_{f.name}" for f in fields(CriticConfig)},
-    }
-    unknown = sorted(set(settings) - set().union(*names.values()))
+    trainer_names = {f.name for f in fields(TrainerConfig)} - {"critic"}
+    policy_names = {f.name for f in fields(policy_config)}
+    allowed = trainer_names | policy_names | CRITIC_SETTINGS
+    unknown = sorted(set(settings) - allowed)
     if unknown:
-        raise ValueError(f"unknown {agent} setting(s) {unknown}; allowed: {sorted(set().union(*names.values()))}")
-    critic = CriticConfig(**{k.removeprefix("critic_"): v for k, v in settings.items() if k in names["critic"]})
-    trainer = TrainerConfig(critic=critic, **{k: v for k, v in settings.items() if k in names["trainer"]})
-    return trainer, policy_config(**{k: v for k, v in settings.items() if k in names["policy"]})
+        raise ValueError(f"unknown {agent} setting(s) {unknown}; allowed: {sorted(allowed)}")
+    critic, rest = critic_settings(settings)
+    trainer = TrainerConfig(critic=critic, **{k: v for k, v in rest.items() if k in trainer_names})
+    return trainer, policy_config(**{k: v for k, v in rest.items() if k in policy_names})
 
 
 def portable(env_kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -180,15 +180,10 @@ class RankingPolicy(nn.Module, abc.ABC):
         decoding = self.start(state, group_size)
         placed = torch.zeros(b * group_size, n, dtype=torch.bool, device=inputs.candidates.device)
         rows = torch.arange(b * group_size, device=placed.device)
-        prior = None if inputs.prior is None else inputs.prior.repeat_interleave(group_size, dim=0)  # (B * G, N)
-        if prior is not None and not self.learns_prior:
-            raise ValueError(f"{type(self).__name__} has no prior weight: it cannot start from the critic (critic_prior)")
         actions, log_probs = [], []
         for _ in range(length):
-            logits = self.next_logits(decoding)
-            if prior is not None:
-                logits = logits + self.prior_weight * prior.to(logits.dtype)
-            logp = masked_log_softmax(logits, placed, self.temperature)
+            logits = self.with_prior(self.next_logits(decoding).reshape(b, group_size, n), inputs)  # (B, G, N)
+            logp = masked_log_softmax(logits.reshape(b * group_size, n), placed, self.temperature)
             if greedy:
                 action = logp.argmax(dim=-1)
             else:  # Gumbel-max: argmax of log p + Gumbel noise is a sample of p

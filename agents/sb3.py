@@ -38,7 +38,7 @@ from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 from tqdm import tqdm
 
-from agents.base import TrainableAgent
+from agents.base import TrainableAgent, training_env_kwargs
 from flexrec_env.vector_env import FlexRecVectorEnv
 
 logger = logging.getLogger(__name__)
@@ -205,8 +205,9 @@ def make_training_env(env_kwargs: dict[str, Any], num_envs: int, seed: int) -> V
 
     Its requests come from the scenario's training split (``split="train"``) unless ``env_kwargs`` sets ``split``.
     """
-    env_kwargs = {"split": "train", **env_kwargs}
-    vector = FlexRecVectorEnv(num_envs=num_envs, autoreset_mode=AutoresetMode.SAME_STEP, shared_rng=True, **env_kwargs)
+    vector = FlexRecVectorEnv(
+        num_envs=num_envs, autoreset_mode=AutoresetMode.SAME_STEP, shared_rng=True, **training_env_kwargs(env_kwargs)
+    )
     return VecMonitor(SB3VecEnv(vector, seed=seed))
 
 

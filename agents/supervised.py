@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from agents.base import Agent, TrainableAgent
+from agents.base import Agent, TrainableAgent, training_env_kwargs
 from agents.checkpoints import load_checkpoint, save_checkpoint
-from agents.critic import CriticConfig, CriticLearner
+from agents.critic import CRITIC_SETTINGS, CriticConfig, CriticLearner, critic_settings
 from agents.policy import RankingInputs, candidate_context
 from scenarios import Request
 from scenarios.tools import check_settings
@@ -63,7 +63,11 @@ class SupervisedConfig:
     def __post_init__(self) -> None:
         if isinstance(self.critic, dict):
             object.__setattr__(self, "critic", CriticConfig(**self.critic))
-        check_settings(self, {"group_size": self.group_size >= 1, "epochs": self.epochs >= 1})
+        whole = {
+            name: not isinstance(getattr(self, name), bool) and isinstance(getattr(self, name), int)
+            for name in ("group_size", "epochs")
+        }
+        check_settings(self, {name: ok and getattr(self, name) >= 1 for name, ok in whole.items()}, "integers >= 1")
 
 
 def collect_feedback(
@@ -73,7 +77,7 @@ def collect_feedback(
     from flexrec_env.vector_env import FlexRecVectorEnv
 
     features, labels, observed = [], [], []
-    env = FlexRecVectorEnv(min(chunk, requests), autoreset_mode="Disabled", shared_rng=True, **{"split": "train", **env_kwargs})
+    env = FlexRecVectorEnv(min(chunk, requests), autoreset_mode="Disabled", shared_rng=True, **training_env_kwargs(env_kwargs))
     k, done = env.config.list_length, 0
     while done < requests:
         observation, _ = env.reset(seed=seed if done == 0 else None)
@@ -85,7 +89,7 @@ def collect_feedback(
         labels.append(info["reward_labels"][:take])
         observed.append(info["reward_labels_observed"][:take].astype(bool))
         done += take
-    noise = 0.0 if env.config.reward_labels == "true" else env.config.feedback_config.label_noise
+    noise = env.config.reward_noise[1]
     return torch.cat(features), np.concatenate(labels), np.concatenate(observed), env.scenario.max_grade, noise
 
 
@@ -96,14 +100,13 @@ class SupervisedAgent(CriticRanker, TrainableAgent):
 
     def __init__(self, **settings: Any) -> None:
         super().__init__()
-        names = {f.name for f in fields(SupervisedConfig)} - {"critic"}
-        critic_names = {f"critic_{f.name}" for f in fields(CriticConfig)}
-        unknown = sorted(set(settings) - names - critic_names)
+        allowed = ({f.name for f in fields(SupervisedConfig)} - {"critic"}) | CRITIC_SETTINGS
+        unknown = sorted(set(settings) - allowed)
         if unknown:
-            raise ValueError(f"unknown supervised setting(s) {unknown}; allowed: {sorted(names | critic_names)}")
+            raise ValueError(f"unknown supervised setting(s) {unknown}; allowed: {sorted(allowed)}")
         self.settings = dict(settings)
-        critic = CriticConfig(**{k.removeprefix("critic_"): v for k, v in settings.items() if k in critic_names})
-        self.config = SupervisedConfig(critic=critic, **{k: v for k, v in settings.items() if k in names})
+        critic, rest = critic_settings(settings)
+        self.config = SupervisedConfig(critic=critic, **rest)
 
     def learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int = 0, logdir: Path | None = None) -> SupervisedAgent:
         from flexrec_env.config import EnvConfig

@@ -45,6 +45,7 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from agents.advantages import ESTIMATORS, USES_CRITIC, WEIGHTS, Estimator, Rewards, Weight, position_weights
+from agents.base import training_env_kwargs
 from agents.critic import (
     COMPLETIONS,
     Completion,
@@ -214,7 +215,7 @@ class FlexRecTrainer:
             autoreset_mode="Disabled",
             shared_rng=True,
             copy=False,
-            **{"split": "train", **env_kwargs},
+            **training_env_kwargs(env_kwargs),
         )
         self.k, self.metric_k = self.env.config.list_length, self.env.config.k
         self.positions = torch.as_tensor(position_weights(self.k, self.metric_k, c.position_weight), dtype=torch.float32)
@@ -243,21 +244,13 @@ class FlexRecTrainer:
         assert isinstance(policy, RankingPolicy)
         return policy
 
-    @property
-    def reward_noise(self) -> tuple[float, float]:
-        """``(observe_prob, label_noise)`` of the labels the rewards use (``(1, 0)`` with ``reward_labels="true"``)."""
-        if self.env.config.reward_labels == "true":
-            return 1.0, 0.0
-        feedback = self.env.config.feedback_config
-        return feedback.observe_prob, feedback.label_noise
-
     def critic_learner(self, features: torch.Tensor) -> CriticLearner:
         """The critic, built on first use for per-candidate features ``(B, N, F)``."""
         if self.critic is None:
             self.critic = CriticLearner(
                 features.shape[-1],
                 self.env.scenario.max_grade,
-                self.reward_noise[1],
+                self.env.config.reward_noise[1],
                 self.config.critic,
                 seed=self.seed,
                 device=features.device,
@@ -274,12 +267,14 @@ class FlexRecTrainer:
         policy = self.unwrapped_policy
         requests = self.env.requests(firsts) if policy.reads_text else None
         inputs = RankingInputs.from_observation({k: v[firsts] for k, v in observation.items()}, requests, self.accelerator.device)
-        features = None
+        features, probs = None, None
         if self.config.uses_critic:
             features = policy.critic_inputs(inputs)  # (B, N, F), detached
             critic = self.critic_learner(features)
-            if self.config.critic_prior:
-                inputs.prior = critic.expected_gain(features)  # (B, N): the policy starts from the critic's ranking
+            grade_probs = critic.probabilities(features)  # (B, N, M + 1), before the critic sees these labels
+            if self.config.critic_prior:  # (B, N): the policy starts from the critic's ranking
+                inputs.prior = critic.expected_gain(features, grade_probs)
+            probs = grade_probs.double().cpu().numpy()
         policy.eval()
         rollout = policy.sample(inputs, g, self.k, generator=self.generator)
         policy.train()
@@ -289,7 +284,7 @@ class FlexRecTrainer:
             _, _, terminated, _, info = self.env.step(actions[:, t])
         assert terminated.all(), "every ranking finishes after K valid placements"
         self.steps += self.env.num_envs * self.k
-        advantages, stats = self.advantages(features, actions.reshape(-1, g, self.k), info)
+        advantages, stats = self.advantages(features, probs, actions.reshape(-1, g, self.k), info)
         stats["reward/list"] = float(info["list_reward"].mean())
         stats["reward/swap_mean"] = float(info["swap_rewards"].mean())
         stats["train/true_NDCG@5"] = float(info["metrics"]["NDCG@5"].mean())  # logged only, never trained on
@@ -297,14 +292,18 @@ class FlexRecTrainer:
         return Batch(inputs, rollout.rankings, rollout.log_probs, torch.as_tensor(advantages, dtype=torch.float32), stats)
 
     def advantages(
-        self, features: torch.Tensor | None, rankings: NDArray[np.int64], info: dict[str, Any]
+        self,
+        features: torch.Tensor | None,
+        probs: NDArray[np.float64] | None,
+        rankings: NDArray[np.int64],
+        info: dict[str, Any],
     ) -> tuple[NDArray[np.float64], dict[str, float]]:
         """``(B, G, K)`` advantages of the configured estimator from the last step's info (reward labels only)."""
         b, g, k = rankings.shape
         rewards = Rewards(info["list_reward"].reshape(b, g), info["swap_rewards"].reshape(b, g, k))
         stats: dict[str, float] = {}
-        if features is not None:
-            rewards, stats = self.critic_rewards(features, rankings, rewards, info)
+        if features is not None and probs is not None:
+            rewards, stats = self.critic_rewards(features, probs, rankings, rewards, info)
         advantages, weights = ESTIMATORS[self.config.advantage](rewards, self.config.weight, self.config.weight_temperature)
         if features is not None:
             stats["critic/mean_weight"] = float(weights.mean())
@@ -315,7 +314,12 @@ class FlexRecTrainer:
         return advantages, stats
 
     def critic_rewards(
-        self, features: torch.Tensor, rankings: NDArray[np.int64], rewards: Rewards, info: dict[str, Any]
+        self,
+        features: torch.Tensor,
+        probs: NDArray[np.float64],
+        rankings: NDArray[np.int64],
+        rewards: Rewards,
+        info: dict[str, Any],
     ) -> tuple[Rewards, dict[str, float]]:
         """Swap rewards on the critic-completed reward labels, with their std; then one round of critic training.
 
@@ -326,9 +330,8 @@ class FlexRecTrainer:
         first = np.arange(0, b * g, g)
         labels, observed = info["reward_labels"][first], info["reward_labels_observed"][first].astype(bool)
         critic = self.critic_learner(features)
-        probs = critic.predict(features)  # (B, N, M + 1), before training on these labels
         mean, var = gain_moments(probs)
-        observe_prob = self.reward_noise[0]
+        observe_prob = self.env.config.reward_noise[0]
         gain, gain_var = completed_gains(labels, observed, mean, var, self.config.completion, observe_prob)
         critic_rewards, std = completed_swap_rewards(rankings, gain, gain_var, self.metric_k)
         self.list_level_swap_rewards(critic_rewards, rankings, gain, info["need"][first])

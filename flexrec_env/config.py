@@ -102,6 +102,13 @@ class EnvConfig:
         return self.feedback
 
     @property
+    def reward_noise(self) -> tuple[float, float]:
+        """``(observe_prob, label_noise)`` of the labels the rewards use (``(1, 0)`` with ``reward_labels="true"``)."""
+        if self.reward_labels == "true":
+            return 1.0, 0.0
+        return self.feedback_config.observe_prob, self.feedback_config.label_noise
+
+    @property
     def k(self) -> int:
         assert self.metric_k is not None
         return self.metric_k

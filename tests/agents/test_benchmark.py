@@ -220,3 +220,19 @@ def test_steps_to_reach_against_a_dense_scan(values, target):
         assert curve[first - 1][0] <= reached <= curve[first][0]
         line = np.interp(reached, [curve[first - 1][0], curve[first][0]], [values[first - 1], values[first]])
         assert line == pytest.approx(target, abs=1e-9)
+
+
+def test_derived_entries_are_evaluated_from_their_source_run(tmp_path):
+    config = BenchmarkConfig(agents=("critic", "flexrec"), needs=("interest",), seeds=1, steps=1280, episodes=3)
+    messages: list[str] = []
+    run_benchmark(config, tmp_path, progress=messages.append)
+    assert len(messages) == 1 and messages[0].startswith("critic, flexrec seed 0: ")  # one training run, two cells
+    critic, flexrec = (json.loads((tmp_path / "cells" / f"{n}-seed0.json").read_text()) for n in ("critic", "flexrec"))
+    assert critic["train_seconds"] == flexrec["train_seconds"] and critic["curve"] == []
+    assert critic["values"] != flexrec["values"]  # the critic ranks alone, the policy with its residual
+    # A missing derived cell is recomputed alone; the source's cell is kept.
+    (tmp_path / "cells" / "critic-seed0.json").unlink()
+    messages.clear()
+    run_benchmark(config, tmp_path, progress=messages.append)
+    assert messages[0].startswith("critic seed 0: ") and messages[1] == "flexrec seed 0: done before, kept"
+    assert json.loads((tmp_path / "cells" / "critic-seed0.json").read_text())["values"] == critic["values"]
