@@ -19,6 +19,13 @@ from numpy.typing import NDArray
 from scenarios import Request
 
 
+def is_main_process() -> bool:
+    """False in the other processes of a data-parallel run (``accelerate launch``, ``torchrun``): they train, then stop."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def training_env_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
     """``env_kwargs`` for an env that training draws feedback from: the scenario's training split unless set."""
     return {"split": "train", **env_kwargs}

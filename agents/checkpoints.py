@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,27 @@ def save_checkpoint(path: str | Path, kind: str, payload: dict[str, Any]) -> Non
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def write_folder(folder: str | Path, write: Callable[[Path], None]) -> None:
+    """``write(temporary)`` fills a temporary folder beside ``folder``, which then replaces ``folder``.
+
+    An error in ``write`` leaves ``folder`` as it was; an existing ``folder`` is moved aside, not merged into.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    old = folder.with_name(f".{folder.name}.old")
+    try:
+        temporary.chmod(0o755)
+        write(temporary)
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+        os.replace(temporary, folder)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _read(path: Path) -> dict[str, Any]:

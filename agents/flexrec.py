@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from agents.base import TrainableAgent
+from agents.base import TrainableAgent, is_main_process
 from agents.checkpoints import load_checkpoint, save_checkpoint
 from agents.critic import CRITIC_SETTINGS, CriticLearner, critic_settings
 from agents.policy import RankingInputs, RankingPolicy, TransformerPolicyConfig, TransformerRankingPolicy
@@ -98,11 +98,14 @@ class PolicyAgent(TrainableAgent):
         """A fresh policy for observations of ``space`` (one env's observation space)."""
 
     @abc.abstractmethod
-    def policy_payload(self, policy: RankingPolicy) -> dict[str, Any]:
-        """What the checkpoint needs to rebuild ``policy`` (with :meth:`restore_policy`)."""
+    def policy_payload(self, policy: RankingPolicy, path: Path) -> dict[str, Any]:
+        """What checkpoint ``path`` needs to rebuild ``policy`` (with :meth:`restore_policy`).
+
+        Files beside the checkpoint (the LLM's adapter folder) are written here, before the checkpoint itself.
+        """
 
     @abc.abstractmethod
-    def restore_policy(self, data: dict[str, Any]) -> RankingPolicy:
+    def restore_policy(self, data: dict[str, Any], path: Path) -> RankingPolicy:
         """The policy saved in a checkpoint's ``data``."""
 
     # Shared ---------------------------------------------------------------------------------------------------------
@@ -165,11 +168,13 @@ class PolicyAgent(TrainableAgent):
     def save(self, path: Path) -> None:
         if self.policy is None:
             raise RuntimeError(f"nothing to save: this {self.name} agent is untrained")
+        if not is_main_process():
+            return  # data parallel: the processes hold the same policy, and process 0 writes it
         payload = {
             "settings": self.settings,
             "trainer_config": asdict(self.trainer_config),
             "policy_config": asdict(self.policy_config),
-            **self.policy_payload(self.policy),
+            **self.policy_payload(self.policy, Path(path)),
             "critic": None if self.critic is None else self.critic.payload(),
             "history": self.history,
             "env_kwargs": self.env_kwargs,
@@ -180,7 +185,7 @@ class PolicyAgent(TrainableAgent):
     def load(cls, path: Path) -> PolicyAgent:
         data = load_checkpoint(path, cls.name)
         agent = cls(**data["settings"])
-        agent.policy = agent.restore_policy(data).eval()
+        agent.policy = agent.restore_policy(data, Path(path)).eval()
         agent.critic = (
             None if data.get("critic") is None else CriticLearner.from_payload(data["critic"], agent.trainer_config.critic)
         )
@@ -201,11 +206,11 @@ class FlexRecAgent(PolicyAgent):
         dims = (space["candidates"].shape[-1], space["user"].shape[0], space["need"].shape[0])  # type: ignore[index]
         return TransformerRankingPolicy(*dims, config=self.policy_config)
 
-    def policy_payload(self, policy: RankingPolicy) -> dict[str, Any]:
+    def policy_payload(self, policy: RankingPolicy, path: Path) -> dict[str, Any]:
         assert isinstance(policy, TransformerRankingPolicy)
         return {"dims": policy.dims, "state_dict": policy.state_dict()}
 
-    def restore_policy(self, data: dict[str, Any]) -> TransformerRankingPolicy:
+    def restore_policy(self, data: dict[str, Any], path: Path) -> TransformerRankingPolicy:
         candidate_dim, user_dim, need_dim = data["dims"]
         policy = TransformerRankingPolicy(candidate_dim, user_dim, need_dim, config=self.policy_config)
         policy.load_state_dict(data["state_dict"])

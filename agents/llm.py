@@ -1,8 +1,9 @@
 r"""The ``flexrec-llm`` agent: a causal language model with a LoRA adapter ranks the candidates, reading the request.
 
-The prompt holds the user's recent history (item titles, which carry the category in the built-in scenarios), the
-need's instruction as the environment sampled it, and the candidates, each labelled by an *identifier* that is one
-token of the tokenizer (``" A"``, ``" B"``, ... when the tokenizer has them as single tokens, else added tokens
+The prompt (:mod:`agents.prompts`) holds the user's recent history (item titles), the need's instruction as the
+environment sampled it, and the candidates in words (title, then popularity, recent views and release as levels),
+each labelled by an *identifier* that is one token of the tokenizer (``" A"``, ``" B"``, ... when the tokenizer has
+them as single tokens, else added tokens
 ``<c0>``, ``<c1>``, ...). The model then "writes" the ranking one identifier per position, and its next-token logits
 restricted to the N identifiers are the logits of :class:`~agents.policy.RankingPolicy`:
 
@@ -17,11 +18,14 @@ forward instead). Prompts are left-padded; position ids count only real tokens, 
 
 Only the adapter trains (and, with added identifier tokens, their embeddings). The reference of the KL penalty is the
 same model with the adapter disabled (peft's ``disable_adapter``): no second copy in memory, and no reference sync.
+A checkpoint ``X.ckpt`` keeps the adapter beside it in ``X-adapter/``, written by peft's ``save_pretrained``
+(safetensors, with the tokenizer), so ``PeftModel.from_pretrained(base, "X-adapter")`` serves it without FlexRec.
 
-``model="tiny"`` is a built-in *smoke-test* model (a 2-layer Llama-style network with random weights and a byte-level
-BPE tokenizer trained on the environment's words, built offline in seconds): it exercises every code path on a
-CPU, and learns what a prompt makes easy to read, but it is not a recommender. Any local folder or hub name of a
-causal language model works in its place (``flexrec-agent train --agent flexrec-llm --model PATH``).
+The model (:mod:`agents.language_models`): a local GGUF file (de-quantized once and cached as safetensors, e.g.
+SmolLM2-135M-Instruct from ``flexrec-agent fetch-model``), a local folder or hub name of a causal language model, or
+``model="tiny"``, a built-in *smoke-test* model (a 2-layer Llama-style network with random weights, built offline in
+seconds): it exercises every code path on a CPU, and learns what a prompt makes easy to read, but it is not a
+recommender.
 """
 
 from __future__ import annotations
@@ -29,35 +33,26 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import string
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Literal, NoReturn, get_args
 
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import nn
 
 from agents.flexrec import PolicyAgent
+from agents.language_models import LETTERS, TINY_MODEL, TinyBase, load_language_model
 from agents.policy import RankingInputs, RankingPolicy
+from agents.prompts import DEFAULT_PROMPT_TEMPLATE, check_template, describe_candidates, user_message
 from scenarios import Request
 
 logger = logging.getLogger(__name__)
 
-TINY_MODEL = "tiny"
-DEFAULT_PROMPT_TEMPLATE = (
-    "You recommend items to a user. Items the user interacted with recently, oldest first:\n{history}\n\n"
-    "The user asks: {instruction}\n\n"
-    "Candidates:\n{candidates}\n\n"
-    "Rank the candidates for this request, best first, by their labels."
-)
-#: Placeholders a prompt template may use (``{candidates}`` is required, once).
-PROMPT_FIELDS = ("history", "instruction", "candidates")
 Identifiers = Literal["auto", "letters", "special"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
-LETTERS = string.ascii_uppercase
 
 
 @dataclass(frozen=True)
@@ -65,8 +60,11 @@ class LLMPolicyConfig:
     """The LLM ranking policy's settings (``flexrec-agent train --agent flexrec-llm --set KEY=VALUE`` sets them)."""
 
     model: str = TINY_MODEL
-    """A local folder or hub name of a causal language model; ``"tiny"``: the built-in smoke-test model (random
-    weights, offline), which checks the plumbing and is not a recommender."""
+    """A local GGUF file (de-quantized once and cached, see :mod:`agents.language_models`), a local folder or hub name
+    of a causal language model; ``"tiny"``: the built-in smoke-test model (random weights, offline), which checks the
+    plumbing and is not a recommender."""
+    model_cache: str | None = None
+    """Folder of the de-quantized copies of GGUF models (None: ``$FLEXREC_CACHE/models`` or ``~/.cache/flexrec/models``)."""
     local_files_only: bool = False
     """Never download: the model must be a local folder or already in the Hugging Face cache."""
     lora_rank: int = 16
@@ -82,7 +80,8 @@ class LLMPolicyConfig:
     """Most recent history items shown in the prompt (0: none)."""
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     """The user message: a ``str.format`` template with ``{candidates}`` (once) and optionally ``{history}`` and
-    ``{instruction}``; candidates are written one per line as ``-<identifier>: <title>``."""
+    ``{instruction}``; candidates are written one per line as ``-<identifier>: <description>`` (see
+    :mod:`agents.prompts`)."""
     identifiers: Identifiers = "auto"
     """Candidate identifiers: ``"letters"`` (`` A``, `` B``, ... : must be single tokens, N <= 26), ``"special"``
     (added tokens ``<c0>``, ... with trainable embeddings) or ``"auto"`` (letters when they are single tokens)."""
@@ -111,11 +110,7 @@ class LLMPolicyConfig:
                 f"invalid LLM policy setting(s) {details}; allowed: identifiers in {list(get_args(Identifiers))}, "
                 f"dtype in {list(get_args(DType))}, lora_rank >= 1, 0 <= lora_dropout < 1 (see LLMPolicyConfig's docs)"
             )
-        names = [name for _, name, _, _ in string.Formatter().parse(self.prompt_template) if name is not None]
-        if names.count("candidates") != 1 or set(names) - set(PROMPT_FIELDS):
-            raise ValueError(
-                f"prompt_template has the fields {names}; allowed: {list(PROMPT_FIELDS)}, with {{candidates}} exactly once"
-            )
+        check_template(self.prompt_template)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -123,136 +118,6 @@ class LLMPolicyConfig:
         if self.dtype == "auto":
             return torch.bfloat16 if torch.cuda.is_available() else torch.float32
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# The built-in tiny model: a byte-level BPE tokenizer trained on the environment's words and a random 2-layer Llama.
-
-TINY_CHAT_TEMPLATE = (
-    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
-
-
-def tiny_tokenizer_corpus() -> list[str]:
-    """Text the tiny tokenizer is trained on: the prompt, the built-in needs' instructions, titles and identifiers."""
-    from flexrec_env.needs import builtin_needs
-    from scenarios.synthetic import CATEGORY_NAMES
-
-    lines = [DEFAULT_PROMPT_TEMPLATE, "(none)", *(text for need in builtin_needs() for text in need.instructions)]
-    lines += [f"- {name} title #0 (period 0)" for name in CATEGORY_NAMES]
-    lines += [f"-{letter}: item" for letter in LETTERS] + [f"-{letter}:" for letter in " ".join(LETTERS).split()]
-    lines += [" ".join(f" {letter}" for letter in LETTERS)]
-    return lines * 4
-
-
-def tiny_tokenizer() -> Any:
-    """A fast tokenizer built offline: byte-level BPE (digits split one by one) with a simple chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    backend.decoder = decoders.ByteLevel()
-    backend.post_processor = processors.ByteLevel(trim_offsets=False)
-    specials = ["<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>"]
-    trainer = trainers.BpeTrainer(
-        vocab_size=768, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    backend.train_from_iterator(tiny_tokenizer_corpus(), trainer)
-    return wrap_tokenizer(backend.to_str())
-
-
-def wrap_tokenizer(backend_json: str) -> Any:
-    """The tiny tokenizer from its ``tokenizers`` JSON (as saved in checkpoints)."""
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(backend_json), pad_token="<pad>", bos_token="<s>", eos_token="</s>"
-    )
-    tokenizer.chat_template = TINY_CHAT_TEMPLATE
-    return tokenizer
-
-
-def tiny_model_config(vocab_size: int) -> dict[str, Any]:
-    """The tiny model's Llama configuration."""
-    return {
-        "vocab_size": vocab_size,
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 4096,
-        "initializer_range": 0.1,
-        "tie_word_embeddings": True,
-        "pad_token_id": 0,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-    }
-
-
-@dataclass
-class TinyBase:
-    """Everything that rebuilds the tiny model exactly: its config, its (random) weights and its tokenizer."""
-
-    config: dict[str, Any]
-    state_dict: dict[str, torch.Tensor]
-    tokenizer: str
-    """The ``tokenizers`` JSON."""
-
-    @classmethod
-    def build(cls, seed: int = 0) -> TinyBase:
-        """A fresh tiny model; its weights depend only on ``seed`` (not on the global torch seed)."""
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        tokenizer = tiny_tokenizer()
-        config = tiny_model_config(len(tokenizer))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = LlamaForCausalLM(LlamaConfig(**config))
-        return cls(config, {k: v.detach().clone() for k, v in model.state_dict().items()}, tokenizer.backend_tokenizer.to_str())
-
-    def load(self, dtype: torch.dtype) -> tuple[Any, Any]:
-        """The model (with these weights) and the tokenizer."""
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        model: Any = LlamaForCausalLM(LlamaConfig(**self.config))
-        model.load_state_dict(self.state_dict)
-        return model.to(dtype), wrap_tokenizer(self.tokenizer)
-
-
-def load_language_model(config: LLMPolicyConfig, tiny: TinyBase | None = None) -> tuple[Any, Any, TinyBase | None]:
-    """The causal LM and its fast tokenizer (left padding, a pad token), and the tiny model's data when it is tiny."""
-    if config.model == TINY_MODEL:
-        tiny = tiny or TinyBase.build()
-        model, tokenizer = tiny.load(config.torch_dtype)
-    else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(config.model, local_files_only=config.local_files_only)
-        model = AutoModelForCausalLM.from_pretrained(
-            config.model, dtype=config.torch_dtype, local_files_only=config.local_files_only
-        )
-        tiny = None
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(f"the tokenizer of {config.model!r} is not a fast tokenizer; the LLM policy needs its offsets")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    disable_dropout(model)
-    return model, tokenizer, tiny
-
-
-def disable_dropout(model: nn.Module) -> None:
-    """No dropout in the base model (as TRL does): sampling and teacher forcing then see the same function."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-        if isinstance(getattr(module, "attention_dropout", None), float):
-            vars(module)["attention_dropout"] = 0.0  # a float read in forward (Llama, Qwen, Mistral attention)
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -314,7 +179,7 @@ class LLMRankingPolicy(RankingPolicy):
         super().__init__(learns_prior=False)  # the critic reads its hidden states; starting from it is future work
         self.config = c = config or LLMPolicyConfig()
         self.num_candidates = num_candidates
-        model, self.tokenizer, self.tiny = load_language_model(c, tiny)
+        model, self.tokenizer, self.tiny = load_language_model(c.model, c.torch_dtype, c.local_files_only, c.model_cache, tiny)
         self.labels, identifier_ids, added = self._identifiers(model, num_candidates)
         self.register_buffer("identifier_ids", torch.tensor(identifier_ids, dtype=torch.long), persistent=False)
         if c.gradient_checkpointing:
@@ -355,10 +220,11 @@ class LLMRankingPolicy(RankingPolicy):
         ids = self.tokenizer.convert_tokens_to_ids(labels)
         sources = [self.tokenizer(f" {i}", add_special_tokens=False)["input_ids"] for i in range(n)]
         model.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
-        with torch.no_grad():  # distinct starting points: the mean embedding of the label's number
+        with torch.no_grad():  # distinct starting points: the mean embedding of the label's number, when it has tokens
             for embedding in {model.get_input_embeddings().weight, model.get_output_embeddings().weight}:
                 for token, source in zip(ids, sources, strict=True):
-                    embedding[token] = embedding[source].mean(0)
+                    if source:  # else the random row resize_token_embeddings drew
+                        embedding[token] = embedding[source].mean(0)
         checked = self._single_token_ids(labels)
         assert checked == ids, "added special tokens are single tokens"
         return labels, ids, True
@@ -385,31 +251,22 @@ class LLMRankingPolicy(RankingPolicy):
         """The prompt text (chat template applied when the tokenizer has one) and the index of each label's last char."""
         labels = self.labels if labels is None else labels
         recent = list(history)[-self.config.max_history :] if self.config.max_history else []
-        lines, chars, offset = [], [], 0
-        for label, title in zip(labels, candidates, strict=True):
-            chars.append(offset + len(label))  # "-" then the label: its last char
-            lines.append(f"-{label}: {title}")
-            offset += len(lines[-1]) + 1
-        history_text = "\n".join(f"- {title}" for title in recent) or "(none)"
-        sentinel = "\x00"
-        message = self.config.prompt_template.format(history=history_text, instruction=instruction, candidates=sentinel)
-        start = message.index(sentinel)
-        message = message.replace(sentinel, "\n".join(lines))
+        message, chars = user_message(self.config.prompt_template, recent, instruction, candidates, labels)
         if getattr(self.tokenizer, "chat_template", None):
             text = self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
             )
             if message not in text:
                 raise ValueError(f"the chat template of {self.config.model!r} rewrites the prompt; its labels cannot be found")
-            start += text.index(message)
+            start = text.index(message)
         else:  # a base model: the message, then the answer's cue
             bos = self.tokenizer.bos_token or ""
-            text, start = f"{bos}{message}\nAnswer:", start + len(bos)
+            text, start = f"{bos}{message}\nAnswer:", len(bos)
         return text, [start + c for c in chars]
 
     def prompt(self, request: Request) -> tuple[str, list[int]]:
         """The prompt of a request and the index of each candidate label's last char."""
-        return self.render(request.history_titles, request.instruction, request.candidate_titles)
+        return self.render(request.history_titles, request.instruction, describe_candidates(request))
 
     def tokenize(self, inputs: RankingInputs) -> Prompts:
         """The requests' prompts, left-padded, with the position of every candidate's identifier token."""
@@ -534,13 +391,52 @@ class LLMRankingPolicy(RankingPolicy):
         return {k: v.detach().cpu() for k, v in get_peft_model_state_dict(self.lm).items()}
 
     def load_adapter_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Load weights saved with :meth:`adapter_state_dict`."""
+        """Load weights saved with :meth:`adapter_state_dict` or :meth:`save_adapter`; a ``ValueError`` if they do not fit.
+
+        With tied input and output embeddings peft saves the added identifier rows under both layers, but only the
+        input one holds them in the model (the output one reads it): the output layer's copy is skipped.
+        """
         from peft import set_peft_model_state_dict
 
-        result = set_peft_model_state_dict(self.lm, state)
-        unexpected = getattr(result, "unexpected_keys", [])
+        try:
+            result = set_peft_model_state_dict(self.lm, state)
+        except (KeyError, RuntimeError) as error:  # a missing layer, or one of another shape
+            raise ValueError(f"the adapter weights do not fit this model: {str(error)[:300]}") from None
+        tied = {f"{name}." for name in self._tied_output_adapters()}
+        unexpected = [key for key in getattr(result, "unexpected_keys", []) if not key.startswith(tuple(tied))]
         if unexpected:
             raise ValueError(f"the adapter weights do not fit this model: unexpected keys {unexpected[:5]}")
+
+    def _tied_output_adapters(self) -> list[str]:
+        """Names of the output-embedding token adapters that share the input one's rows (tied embeddings)."""
+        if not getattr(self.lm.get_base_model().config, "tie_word_embeddings", False):
+            return []
+        return [name for name, _ in self.lm.named_modules() if name.endswith("lm_head.token_adapter")]
+
+    def save_adapter(self, folder: str | Path) -> None:
+        """Write the adapter with peft's ``save_pretrained`` (safetensors) and the tokenizer to ``folder``, atomically.
+
+        ``PeftModel.from_pretrained(base, folder)`` loads it on the base model (resized to the folder's tokenizer
+        first when identifier tokens were added).
+        """
+        from agents.checkpoints import write_folder
+
+        def write(temporary: Path) -> None:
+            with warnings.catch_warnings():  # peft notes that a resized embedding layer is saved whole
+                warnings.filterwarnings("ignore", message="Setting `save_embedding_layers`", category=UserWarning)
+                self.lm.save_pretrained(temporary)
+            self.tokenizer.save_pretrained(temporary)
+
+        write_folder(folder, write)
+
+    def load_adapter(self, folder: str | Path) -> None:
+        """Load an adapter written by :meth:`save_adapter` into this policy (same model and identifiers)."""
+        from peft.utils import load_peft_weights
+
+        folder = Path(folder)
+        if not (folder / "adapter_model.safetensors").is_file():
+            raise FileNotFoundError(f"no adapter at {folder} (adapter_model.safetensors is missing)")
+        self.load_adapter_state_dict(load_peft_weights(str(folder), device="cpu"))
 
 
 class AdapterDisabledReference(RankingPolicy):
@@ -590,8 +486,19 @@ class AdapterDisabledReference(RankingPolicy):
 # --------------------------------------------------------------------------------------------------------------------
 # The agent.
 
-#: Trainer defaults of the LLM agent: the base model stays the reference, and adapter-sized steps.
-LLM_TRAINER_DEFAULTS: dict[str, Any] = {"reference_sync_every": 0, "learning_rate": 1e-4, "kl_coef": 0.02, "critic_prior": False}
+#: Trainer defaults of the LLM agent: the base model stays the reference, adapter-sized steps, and batches that fit a
+#: CPU's memory with a 135M model (4 requests x 4 rankings per iteration, 2 requests per minibatch, one epoch);
+#: on a GPU raise ``requests_per_batch``, ``group_size`` and ``minibatch_requests``.
+LLM_TRAINER_DEFAULTS: dict[str, Any] = {
+    "reference_sync_every": 0,
+    "learning_rate": 1e-4,
+    "kl_coef": 0.02,
+    "critic_prior": False,
+    "requests_per_batch": 4,
+    "group_size": 4,
+    "minibatch_requests": 2,
+    "epochs": 1,
+}
 
 
 class FlexRecLLMAgent(PolicyAgent):
@@ -618,15 +525,21 @@ class FlexRecLLMAgent(PolicyAgent):
     def build_policy(self, space: gym.spaces.Dict) -> LLMRankingPolicy:
         return LLMRankingPolicy(int(space["candidates"].shape[0]), self.policy_config)  # type: ignore[index]
 
-    def policy_payload(self, policy: RankingPolicy) -> dict[str, Any]:
-        assert isinstance(policy, LLMRankingPolicy)
-        tiny = None if policy.tiny is None else asdict(policy.tiny)  # the tiny model's weights: self-contained
-        return {"num_candidates": policy.num_candidates, "adapter": policy.adapter_state_dict(), "tiny": tiny}
+    @staticmethod
+    def adapter_folder(path: Path) -> Path:
+        """The adapter folder of checkpoint ``path`` (``runs/x/flexrec-llm.ckpt`` -> ``runs/x/flexrec-llm-adapter/``)."""
+        return path.with_name(f"{path.stem}-adapter")
 
-    def restore_policy(self, data: dict[str, Any]) -> LLMRankingPolicy:
+    def policy_payload(self, policy: RankingPolicy, path: Path) -> dict[str, Any]:
+        assert isinstance(policy, LLMRankingPolicy)
+        policy.save_adapter(self.adapter_folder(path))  # before the checkpoint, which names it
+        tiny = None if policy.tiny is None else asdict(policy.tiny)  # the tiny model's weights: self-contained
+        return {"num_candidates": policy.num_candidates, "adapter_folder": self.adapter_folder(path).name, "tiny": tiny}
+
+    def restore_policy(self, data: dict[str, Any], path: Path) -> LLMRankingPolicy:
         tiny = None if data["tiny"] is None else TinyBase(**data["tiny"])
         policy = LLMRankingPolicy(data["num_candidates"], self.policy_config, tiny=tiny)
-        policy.load_adapter_state_dict(data["adapter"])
+        policy.load_adapter(path.with_name(data["adapter_folder"]))
         return policy.to("cuda") if torch.cuda.is_available() else policy
 
     @contextlib.contextmanager

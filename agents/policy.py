@@ -183,6 +183,8 @@ class RankingPolicy(nn.Module, abc.ABC):
         actions, log_probs = [], []
         for _ in range(length):
             logits = self.with_prior(self.next_logits(decoding).reshape(b, group_size, n), inputs)  # (B, G, N)
+            if not torch.isfinite(logits).all():  # argmax over NaN would place the same item twice
+                raise FloatingPointError(f"{type(self).__name__} produced non-finite logits (NaN or inf) while ranking")
             logp = masked_log_softmax(logits.reshape(b * group_size, n), placed, self.temperature)
             if greedy:
                 action = logp.argmax(dim=-1)

@@ -24,9 +24,12 @@ One iteration:
 
    The log-probabilities are computed through the prepared (possibly data-parallel wrapped) module.
 
-``accelerate`` places the policy and its optimiser (one CPU, one GPU, or ``accelerate launch`` for data parallel: each
-process collects its own rollouts from its own seed). The critic lives on the same device but is not synchronised
-across processes: under ``accelerate launch`` each process's critic learns from its own feedback.
+``accelerate`` places the policy and its optimiser: one CPU, one GPU, or data parallel under ``accelerate launch`` (or
+``torchrun``). There each process collects its own rollouts from its own seed, the update runs through the
+DDP-wrapped module so gradients are averaged before every optimiser step, and the step budget counts the placements
+of all processes. The critic is kept identical everywhere: it starts from process 0's weights, every process adds
+the observed labels of all processes (gathered) and takes the same seeded steps on them. Logged statistics are
+averaged over processes.
 """
 
 from __future__ import annotations
@@ -202,13 +205,15 @@ class FlexRecTrainer:
         seed: int = 0,
         evaluate: Callable[[], dict[str, float]] | None = None,
     ) -> None:
-        from accelerate import Accelerator
+        from accelerate import Accelerator, DistributedDataParallelKwargs
 
         self.config = c = config or TrainerConfig()
         if c.uses_critic and c.critic_prior and not policy.learns_prior:
             name = type(policy).__name__
             raise ValueError(f"critic_prior=True, but {name} cannot start from the critic; set critic_prior=false")
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        # a policy may leave a parameter unused in an update (the prior weight without a prior)
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
         self.env = FlexRecVectorEnv(
             num_envs=c.requests_per_batch * c.group_size,
             group_size=c.group_size,
@@ -219,7 +224,8 @@ class FlexRecTrainer:
         )
         self.k, self.metric_k = self.env.config.list_length, self.env.config.k
         self.positions = torch.as_tensor(position_weights(self.k, self.metric_k, c.position_weight), dtype=torch.float32)
-        self.seed = seed + 1_000 * self.accelerator.process_index
+        self.base_seed = seed
+        self.seed = seed + 1_000 * self.accelerator.process_index  # each process its own rollouts
         torch.manual_seed(self.seed)
         self.generator = torch.Generator(device=self.accelerator.device).manual_seed(self.seed)
         self.minibatch_generator = torch.Generator().manual_seed(self.seed)
@@ -252,10 +258,43 @@ class FlexRecTrainer:
                 self.env.scenario.max_grade,
                 self.env.config.reward_noise[1],
                 self.config.critic,
-                seed=self.seed,
+                seed=self.base_seed,  # the same minibatches in every process
                 device=features.device,
             )
+            self.broadcast_critic()
         return self.critic
+
+    # Data parallel --------------------------------------------------------------------------------------------------
+
+    @property
+    def distributed(self) -> bool:
+        """Whether several processes train together (``accelerate launch``)."""
+        return self.accelerator.num_processes > 1
+
+    def broadcast_critic(self) -> None:
+        """Every process's critic takes process 0's weights (after it is built or re-initialised)."""
+        if self.distributed and self.critic is not None:
+            for parameter in self.critic.critic.parameters():
+                torch.distributed.broadcast(parameter.data, src=0)
+
+    def gather(self, array: NDArray | torch.Tensor) -> Any:
+        """``array`` of every process, concatenated along the first axis (itself when training alone)."""
+        if not self.distributed:
+            return array
+        tensor = torch.as_tensor(array, device=self.accelerator.device)
+        flag = tensor.dtype == torch.bool  # gloo gathers no booleans
+        gathered = self.accelerator.gather(tensor.to(torch.uint8) if flag else tensor)
+        gathered = gathered.bool() if flag else gathered
+        return gathered if isinstance(array, torch.Tensor) else gathered.cpu().numpy()
+
+    def mean_over_processes(self, row: dict[str, float]) -> dict[str, float]:
+        """Each statistic averaged over the processes that logged it (``row`` itself when training alone)."""
+        if not self.distributed:
+            return row
+        from accelerate.utils import gather_object
+
+        rows = gather_object([row])
+        return {key: float(np.nanmean([r.get(key, np.nan) for r in rows])) for key in sorted({k for r in rows for k in r})}
 
     # Rollouts and advantages ----------------------------------------------------------------------------------------
 
@@ -283,7 +322,7 @@ class FlexRecTrainer:
         for t in range(self.k):
             _, _, terminated, _, info = self.env.step(actions[:, t])
         assert terminated.all(), "every ranking finishes after K valid placements"
-        self.steps += self.env.num_envs * self.k
+        self.steps += self.env.num_envs * self.k * self.accelerator.num_processes
         advantages, stats = self.advantages(features, probs, actions.reshape(-1, g, self.k), info)
         stats["reward/list"] = float(info["list_reward"].mean())
         stats["reward/swap_mean"] = float(info["swap_rewards"].mean())
@@ -340,7 +379,7 @@ class FlexRecTrainer:
             for key, value in calibration_report(probs[observed], labels[observed], critic.label_noise).items()
         }
         stats["critic/observed"], stats["critic/reward_std"] = float(observed.mean()), float(std.mean())
-        critic.add(features, labels, observed)
+        critic.add(self.gather(features), self.gather(labels), self.gather(observed))  # every process's labels
         stats["critic/loss"] = critic.fit()
         return Rewards(rewards.list_rewards, rewards.swap_rewards, critic_rewards, std), stats
 
@@ -416,7 +455,7 @@ class FlexRecTrainer:
         bar = tqdm(total=total_steps, desc=f"flexrec ({self.config.advantage})", unit="step", disable=not progress or None)
         while self.steps < total_steps:
             batch = self.collect()
-            row = {**batch.stats, **self.update(batch), "steps": float(self.steps)}
+            row = {**self.mean_over_processes({**batch.stats, **self.update(batch)}), "steps": float(self.steps)}
             self.iteration += 1
             sync = self.config.reference_sync_every
             if self.reference is not None and sync and self.iteration % sync == 0:
@@ -432,6 +471,8 @@ class FlexRecTrainer:
         bar.close()
         if self.critic is not None and self.config.critic.refit_epochs:
             loss = self.critic.refit(self.config.critic.refit_epochs)
+            if self.distributed:  # refit re-initialises from each process's own random state: take process 0's fit
+                self.broadcast_critic()
             logger.info("critic refit on %d observed labels: loss %.4f", len(self.critic.labels), loss)
         if self.writer is not None:
             self.writer.flush()

@@ -199,4 +199,4 @@ class SyntheticScenario(Scenario):
 
     def item_title(self, item_id: int) -> str:
         category = CATEGORY_NAMES[int(self.item_category[item_id])]
-        return f"{category} title #{item_id} (period {int(self.release[item_id])})"
+        return f"{category} title #{item_id}"
