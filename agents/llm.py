@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from agents.flexrec import PolicyAgent
-from agents.language_models import LETTERS, TINY_MODEL, TinyBase, load_language_model
+from agents.language_models import LETTERS, TINY_MODEL, TinyBase, is_gguf, load_language_model, resolve_model
 from agents.policy import RankingInputs, RankingPolicy
 from agents.prompts import DEFAULT_PROMPT_TEMPLATE, check_template, describe_candidates, user_message
 from scenarios import Request
@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 Identifiers = Literal["auto", "letters", "special"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
+CriticFeatures = Literal["context", "hidden"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,10 @@ class LLMPolicyConfig:
     (added tokens ``<c0>``, ... with trainable embeddings) or ``"auto"`` (letters when they are single tokens)."""
     dtype: DType = "auto"
     """Weights' dtype; ``"auto"``: bfloat16 on CUDA, float32 on CPU."""
+    critic_features: CriticFeatures = "context"
+    """What the critic reads per candidate: ``"context"``, the environment's numeric features of the candidate, user
+    and need (as the compact policy's critic; it learns from few labels), or ``"hidden"``, the model's last hidden
+    state at the candidate's label (detached; one more prompt forward per batch, and it needs many labels)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, slower; teacher forcing then re-runs the prompts)."""
 
@@ -102,13 +107,15 @@ class LLMPolicyConfig:
             "max_history": isinstance(self.max_history, int) and self.max_history >= 0,
             "identifiers": self.identifiers in get_args(Identifiers),
             "dtype": self.dtype in get_args(DType),
+            "critic_features": self.critic_features in get_args(CriticFeatures),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             details = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
             raise ValueError(
                 f"invalid LLM policy setting(s) {details}; allowed: identifiers in {list(get_args(Identifiers))}, "
-                f"dtype in {list(get_args(DType))}, lora_rank >= 1, 0 <= lora_dropout < 1 (see LLMPolicyConfig's docs)"
+                f"dtype in {list(get_args(DType))}, critic_features in {list(get_args(CriticFeatures))}, lora_rank >= 1, "
+                "0 <= lora_dropout < 1 (see LLMPolicyConfig's docs)"
             )
         check_template(self.prompt_template)
 
@@ -176,7 +183,7 @@ class LLMRankingPolicy(RankingPolicy):
     def __init__(self, num_candidates: int, config: LLMPolicyConfig | None = None, tiny: TinyBase | None = None) -> None:
         from peft import LoraConfig, get_peft_model
 
-        super().__init__(learns_prior=False)  # the critic reads its hidden states; starting from it is future work
+        super().__init__(learns_prior=False)  # the LLM ranks from its prompt alone; the critic only shapes its rewards
         self.config = c = config or LLMPolicyConfig()
         self.num_candidates = num_candidates
         model, self.tokenizer, self.tiny = load_language_model(c.model, c.torch_dtype, c.local_files_only, c.model_cache, tiny)
@@ -358,7 +365,9 @@ class LLMRankingPolicy(RankingPolicy):
 
     @torch.no_grad()
     def critic_inputs(self, inputs: RankingInputs) -> torch.Tensor:
-        """``(B, N, H)``: the last hidden state at each candidate's identifier token in the prompt (detached)."""
+        """``(B, N, H)`` per candidate: the numeric context, or the last hidden state at its label (``critic_features``)."""
+        if self.config.critic_features == "context":
+            return super().critic_inputs(inputs)
         prompts = self.tokenize(inputs)
         out = self.lm(
             input_ids=prompts.input_ids,
@@ -390,53 +399,64 @@ class LLMRankingPolicy(RankingPolicy):
 
         return {k: v.detach().cpu() for k, v in get_peft_model_state_dict(self.lm).items()}
 
-    def load_adapter_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_adapter_state_dict(self, state: dict[str, torch.Tensor], source: str = "the adapter weights") -> None:
         """Load weights saved with :meth:`adapter_state_dict` or :meth:`save_adapter`; a ``ValueError`` if they do not fit.
 
         With tied input and output embeddings peft saves the added identifier rows under both layers, but only the
-        input one holds them in the model (the output one reads it): the output layer's copy is skipped.
+        input one holds them (the output layer's token adapter reads its ``tied_adapter``): that copy is skipped.
         """
         from peft import set_peft_model_state_dict
 
         try:
             result = set_peft_model_state_dict(self.lm, state)
         except (KeyError, RuntimeError) as error:  # a missing layer, or one of another shape
-            raise ValueError(f"the adapter weights do not fit this model: {str(error)[:300]}") from None
-        tied = {f"{name}." for name in self._tied_output_adapters()}
-        unexpected = [key for key in getattr(result, "unexpected_keys", []) if not key.startswith(tuple(tied))]
-        if unexpected:
-            raise ValueError(f"the adapter weights do not fit this model: unexpected keys {unexpected[:5]}")
+            raise ValueError(f"{source} do not fit {self.config.model!r}: {str(error)[:300]}") from None
+        tied = tuple(f"{name}." for name, module in self.lm.named_modules() if getattr(module, "tied_adapter", None))
+        unexpected = [key for key in getattr(result, "unexpected_keys", []) if not key.startswith(tied)]
+        trained = ("lora_", "trainable_tokens_delta")
+        missing = getattr(result, "missing_keys", [])
+        missing = [key for key in missing if any(t in key for t in trained) and not key.startswith(tied)]
+        if unexpected or missing:
+            raise ValueError(
+                f"{source} do not fit {self.config.model!r}: unexpected keys {unexpected[:3]}, missing keys {missing[:3]}"
+            )
 
-    def _tied_output_adapters(self) -> list[str]:
-        """Names of the output-embedding token adapters that share the input one's rows (tied embeddings)."""
-        if not getattr(self.lm.get_base_model().config, "tie_word_embeddings", False):
-            return []
-        return [name for name, _ in self.lm.named_modules() if name.endswith("lm_head.token_adapter")]
-
-    def save_adapter(self, folder: str | Path) -> None:
+    def save_adapter(self, folder: str | Path) -> str:
         """Write the adapter with peft's ``save_pretrained`` (safetensors) and the tokenizer to ``folder``, atomically.
 
         ``PeftModel.from_pretrained(base, folder)`` loads it on the base model (resized to the folder's tokenizer
-        first when identifier tokens were added).
+        first when identifier tokens were added: their trained rows are in the adapter). Returns the SHA-256 of
+        ``adapter_model.safetensors``, which the checkpoint records.
         """
         from agents.checkpoints import write_folder
+        from agents.language_models import file_digest
 
         def write(temporary: Path) -> None:
-            with warnings.catch_warnings():  # peft notes that a resized embedding layer is saved whole
-                warnings.filterwarnings("ignore", message="Setting `save_embedding_layers`", category=UserWarning)
-                self.lm.save_pretrained(temporary)
+            self.lm.save_pretrained(temporary, save_embedding_layers=False)  # "auto" would look the model up online
             self.tokenizer.save_pretrained(temporary)
 
         write_folder(folder, write)
+        return file_digest(Path(folder) / ADAPTER_FILE)
 
-    def load_adapter(self, folder: str | Path) -> None:
-        """Load an adapter written by :meth:`save_adapter` into this policy (same model and identifiers)."""
+    def load_adapter(self, folder: str | Path, sha256: str | None = None) -> None:
+        """Load an adapter written by :meth:`save_adapter` (checked against ``sha256`` when given)."""
         from peft.utils import load_peft_weights
 
+        from agents.language_models import file_digest
+
         folder = Path(folder)
-        if not (folder / "adapter_model.safetensors").is_file():
-            raise FileNotFoundError(f"no adapter at {folder} (adapter_model.safetensors is missing)")
-        self.load_adapter_state_dict(load_peft_weights(str(folder), device="cpu"))
+        if not (folder / ADAPTER_FILE).is_file():
+            raise FileNotFoundError(f"no adapter at {folder} ({ADAPTER_FILE} is missing); it travels with its checkpoint")
+        if sha256 is not None and file_digest(folder / ADAPTER_FILE) != sha256:
+            raise ValueError(f"{folder} is not the adapter its checkpoint was saved with (checksum differs)")
+        self.load_adapter_state_dict(load_peft_weights(str(folder), device="cpu"), f"the adapter in {folder}")
+
+    def base_identity(self) -> dict[str, Any]:
+        """What identifies the base model: its name (for a GGUF file, its cached copy, named by its checksum) and shape."""
+        config = self.lm.get_base_model().config
+        shape = {key: getattr(config, key, None) for key in ("model_type", "hidden_size", "num_hidden_layers")}
+        source = resolve_model(self.config.model, self.config.model_cache) if is_gguf(self.config.model) else None
+        return {"model": self.config.model, "gguf_copy": None if source is None else Path(source).name, **shape}
 
 
 class AdapterDisabledReference(RankingPolicy):
@@ -486,6 +506,8 @@ class AdapterDisabledReference(RankingPolicy):
 # --------------------------------------------------------------------------------------------------------------------
 # The agent.
 
+ADAPTER_FILE = "adapter_model.safetensors"
+
 #: Trainer defaults of the LLM agent: the base model stays the reference, adapter-sized steps, and batches that fit a
 #: CPU's memory with a 135M model (4 requests x 4 rankings per iteration, 2 requests per minibatch, one epoch);
 #: on a GPU raise ``requests_per_batch``, ``group_size`` and ``minibatch_requests``.
@@ -532,14 +554,22 @@ class FlexRecLLMAgent(PolicyAgent):
 
     def policy_payload(self, policy: RankingPolicy, path: Path) -> dict[str, Any]:
         assert isinstance(policy, LLMRankingPolicy)
-        policy.save_adapter(self.adapter_folder(path))  # before the checkpoint, which names it
+        folder = self.adapter_folder(path)
+        checksum = policy.save_adapter(folder)  # before the checkpoint, which names it and records its checksum
         tiny = None if policy.tiny is None else asdict(policy.tiny)  # the tiny model's weights: self-contained
-        return {"num_candidates": policy.num_candidates, "adapter_folder": self.adapter_folder(path).name, "tiny": tiny}
+        adapter = {"folder": folder.name, "sha256": checksum, "base": policy.base_identity()}
+        return {"num_candidates": policy.num_candidates, "adapter": adapter, "tiny": tiny}
 
     def restore_policy(self, data: dict[str, Any], path: Path) -> LLMRankingPolicy:
         tiny = None if data["tiny"] is None else TinyBase(**data["tiny"])
         policy = LLMRankingPolicy(data["num_candidates"], self.policy_config, tiny=tiny)
-        policy.load_adapter(path.with_name(data["adapter_folder"]))
+        adapter = data["adapter"]
+        if policy.base_identity() != adapter["base"]:
+            raise ValueError(
+                f"{path} was trained on {adapter['base']}, but its model now loads as {policy.base_identity()} "
+                "(the model file or folder changed)"
+            )
+        policy.load_adapter(path.with_name(adapter["folder"]), adapter["sha256"])
         return policy.to("cuda") if torch.cuda.is_available() else policy
 
     @contextlib.contextmanager

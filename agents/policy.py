@@ -184,7 +184,10 @@ class RankingPolicy(nn.Module, abc.ABC):
         for _ in range(length):
             logits = self.with_prior(self.next_logits(decoding).reshape(b, group_size, n), inputs)  # (B, G, N)
             if not torch.isfinite(logits).all():  # argmax over NaN would place the same item twice
-                raise FloatingPointError(f"{type(self).__name__} produced non-finite logits (NaN or inf) while ranking")
+                raise FloatingPointError(
+                    f"{type(self).__name__} produced non-finite logits (NaN or inf) while ranking: check its weights, "
+                    "or load them in float32 or bfloat16 rather than float16"
+                )
             logp = masked_log_softmax(logits.reshape(b * group_size, n), placed, self.temperature)
             if greedy:
                 action = logp.argmax(dim=-1)

@@ -452,7 +452,8 @@ class FlexRecTrainer:
         history: list[dict[str, float]] = []
         next_eval = self.config.eval_every or math.inf
         started = time.perf_counter()
-        bar = tqdm(total=total_steps, desc=f"flexrec ({self.config.advantage})", unit="step", disable=not progress or None)
+        shown = progress and self.accelerator.is_main_process
+        bar = tqdm(total=total_steps, desc=f"flexrec ({self.config.advantage})", unit="step", disable=not shown or None)
         while self.steps < total_steps:
             batch = self.collect()
             row = {**self.mean_over_processes({**batch.stats, **self.update(batch)}), "steps": float(self.steps)}

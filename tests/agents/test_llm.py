@@ -16,7 +16,7 @@ from agents.checkpoints import load_checkpoint
 from agents.cli import main
 from agents.evaluation import evaluate
 from agents.llm import FlexRecLLMAgent, LLMPolicyConfig, LLMRankingPolicy, TinyBase
-from agents.policy import RankingInputs
+from agents.policy import RankingInputs, candidate_context
 from agents.registry import load_agent
 from flexrec_env.vector_env import FlexRecVectorEnv
 from scenarios import RequestBatch, SyntheticScenario
@@ -135,10 +135,11 @@ def test_reference_is_the_base_model_with_the_adapter_disabled(tiny):
         reference.load_state_dict(policy.state_dict())
 
 
-def test_critic_inputs_are_the_hidden_states_at_the_labels(tiny):
-    policy = make(tiny)
+def test_critic_inputs_are_the_context_or_the_hidden_states_at_the_labels(tiny):
     inputs = requests_of(SMALL, 2)
-    features = policy.critic_inputs(inputs)
+    features = make(tiny).critic_inputs(inputs)
+    torch.testing.assert_close(features, candidate_context(inputs))  # the default: the numeric context
+    features = make(tiny, critic_features="hidden").critic_inputs(inputs)
     assert features.shape == (2, 6, 64) and not features.requires_grad
     assert not torch.allclose(features[:, 0], features[:, 1])
 
@@ -313,6 +314,7 @@ def test_a_tied_model_with_added_labels_trains_saves_and_evaluates(tied_model, t
 
     folder = FlexRecLLMAgent.adapter_folder(checkpoint)
     base = AutoModelForCausalLM.from_pretrained(tied_model)
+    vocab = base.config.vocab_size
     base.resize_token_embeddings(len(AutoTokenizer.from_pretrained(folder)), mean_resizing=False)
     with warnings.catch_warnings():  # peft 0.21 asks transformers 5 for a renamed property
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
@@ -322,14 +324,63 @@ def test_a_tied_model_with_added_labels_trains_saves_and_evaluates(tied_model, t
     with torch.no_grad():
         ours = agent.policy.lm(input_ids=prompts.input_ids, attention_mask=prompts.attention_mask).logits
         theirs = served(input_ids=prompts.input_ids, attention_mask=prompts.attention_mask).logits
-    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
+    # the base vocabulary and the trained label rows; other new rows (tokens the base model lacks) start random
+    columns = torch.cat([torch.arange(vocab), agent.policy.identifier_ids])
+    torch.testing.assert_close(theirs[..., columns], ours[..., columns], atol=1e-5, rtol=0)
+
+
+def test_a_saved_adapter_gives_the_trained_logits_back(tied_model, tmp_path):
+    env = {"need": ["trending"], "num_candidates": 4, "list_length": 2}
+    settings = {"requests_per_batch": 2, "group_size": 4, "max_history": 2, "learning_rate": 0.01, "eval_every": 0}
+    agent = FlexRecLLMAgent(model=tied_model, **settings).learn(env, 48, seed=0)
+    assert isinstance(agent.policy, LLMRankingPolicy)
+    prompts = agent.policy.tokenize(requests_of(env, 2))
+
+    def logits(policy: LLMRankingPolicy) -> torch.Tensor:
+        with torch.no_grad():
+            return policy.lm(input_ids=prompts.input_ids, attention_mask=prompts.attention_mask).logits[
+                ..., policy.identifier_ids
+            ]
+
+    trained = logits(agent.policy)
+    with agent.base_model():
+        assert (logits(agent.policy) - trained).abs().max() > 1e-3, "training changed the label logits"
+    agent.save(tmp_path / "llm.ckpt")
+    reloaded = load_agent(tmp_path / "llm.ckpt")
+    assert isinstance(reloaded.policy, LLMRankingPolicy)
+    torch.testing.assert_close(logits(reloaded.policy), trained, atol=1e-6, rtol=0)
+
+    adapter = tmp_path / "llm-adapter" / "adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[:-8] + bytes(8))  # another save's adapter, or a damaged one
+    with pytest.raises(ValueError, match="checksum differs"):
+        load_agent(tmp_path / "llm.ckpt")
+    (tmp_path / "llm-adapter" / "adapter_model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="travels with its checkpoint"):
+        load_agent(tmp_path / "llm.ckpt")
+
+
+def test_a_checkpoint_refuses_a_changed_base_model(tied_model, tmp_path):
+    import shutil
+
+    from transformers import AutoConfig, Qwen2Config, Qwen2ForCausalLM
+
+    model = tmp_path / "model"
+    shutil.copytree(tied_model, model)
+    env = {"need": ["trending"], "num_candidates": 4, "list_length": 2}
+    settings = {"requests_per_batch": 2, "group_size": 2, "max_history": 1, "eval_every": 0}
+    FlexRecLLMAgent(model=str(model), **settings).learn(env, 8, seed=0).save(tmp_path / "llm.ckpt")
+    config = AutoConfig.from_pretrained(model).to_dict()
+    config.update(num_hidden_layers=1, layer_types=config["layer_types"][:1])
+    Qwen2ForCausalLM(Qwen2Config(**config)).save_pretrained(model)  # the folder now holds another model
+    with pytest.raises(ValueError, match="the model file or folder changed"):
+        load_agent(tmp_path / "llm.ckpt")
 
 
 def test_an_adapter_for_another_model_is_refused(tiny, tied_model, tmp_path):
     policy = make(tiny)
     policy.save_adapter(tmp_path / "adapter")
     other = LLMRankingPolicy(SMALL["num_candidates"], LLMPolicyConfig(model=tied_model))
-    with pytest.raises(ValueError, match="do not fit this model"):
+    with pytest.raises(ValueError, match="adapter in .* do not fit"):
         other.load_adapter(tmp_path / "adapter")
     with pytest.raises(FileNotFoundError, match="adapter_model.safetensors"):
         other.load_adapter(tmp_path / "nowhere")
