@@ -213,7 +213,7 @@ def agent_settings_from(agent: str, settings: tuple[str, ...], advantage: str | 
     if agent == "flexrec-llm" and isinstance(name, str) and is_gguf(name):
         try:
             copy = dequantized_copy(name, agent_settings.get("model_cache"))
-        except (FileNotFoundError, ImportError) as error:
+        except (FileNotFoundError, FileExistsError, ImportError) as error:
             raise click.BadParameter(str(error), param_hint="--model") from error
         click.echo(f"{name}: using its de-quantized copy in {copy} (set model_cache=FOLDER to move it)")
     return agent_settings
@@ -373,7 +373,10 @@ def evaluate_command(
     if isinstance(ranker, PolicyAgent) and ranker.policy is None:
         if not isinstance(ranker, FlexRecLLMAgent):
             raise click.BadParameter(f"{agent} is untrained: give --checkpoint PATH written by `train`", param_hint="--agent")
-        ranker.init_policy(env_kwargs)
+        try:
+            ranker.init_policy(env_kwargs)
+        except (ValueError, OSError) as error:  # a model that cannot be loaded or read as a ranker
+            raise click.BadParameter(str(error), param_hint="--model") from error
         click.echo(f"{ranker.policy_config.model}: zero-shot (a fresh adapter: the base model)")
     trained = dict(getattr(ranker, "env_kwargs", {}) or {})
     for key in ("num_candidates", "list_length", "metric_k"):  # the shapes the agent was trained with
