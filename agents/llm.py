@@ -393,14 +393,8 @@ class LLMRankingPolicy(RankingPolicy):
         """The base model as the KL anchor: this policy with its adapter disabled (shares the weights)."""
         return AdapterDisabledReference(self)
 
-    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
-        """The trained weights (the adapter and any added identifier embeddings), on the CPU."""
-        from peft import get_peft_model_state_dict
-
-        return {k: v.detach().cpu() for k, v in get_peft_model_state_dict(self.lm).items()}
-
     def load_adapter_state_dict(self, state: dict[str, torch.Tensor], source: str = "the adapter weights") -> None:
-        """Load weights saved with :meth:`adapter_state_dict` or :meth:`save_adapter`; a ``ValueError`` if they do not fit.
+        """Load peft adapter weights (as :meth:`save_adapter` writes them); a ``ValueError`` if they do not fit.
 
         With tied input and output embeddings peft saves the added identifier rows under both layers, but only the
         input one holds them (the output layer's token adapter reads its ``tied_adapter``): that copy is skipped.

@@ -183,11 +183,6 @@ class RankingPolicy(nn.Module, abc.ABC):
         actions, log_probs = [], []
         for _ in range(length):
             logits = self.with_prior(self.next_logits(decoding).reshape(b, group_size, n), inputs)  # (B, G, N)
-            if not torch.isfinite(logits).all():  # argmax over NaN would place the same item twice
-                raise FloatingPointError(
-                    f"{type(self).__name__} produced non-finite logits (NaN or inf) while ranking: check its weights, "
-                    "or load them in float32 or bfloat16 rather than float16"
-                )
             logp = masked_log_softmax(logits.reshape(b * group_size, n), placed, self.temperature)
             if greedy:
                 action = logp.argmax(dim=-1)
@@ -199,7 +194,13 @@ class RankingPolicy(nn.Module, abc.ABC):
             placed[rows, action] = True
             decoding = self.advance(decoding, action)
         shape = (b, group_size, length)
-        return Rollout(torch.stack(actions, -1).reshape(shape), torch.stack(log_probs, -1).reshape(shape))
+        chosen = torch.stack(log_probs, -1).reshape(shape)
+        if not torch.isfinite(chosen).all():  # NaN logits: argmax placed some item twice; one check per rollout
+            raise FloatingPointError(
+                f"{type(self).__name__} produced non-finite logits (NaN or inf) while ranking: check its weights, "
+                "or load them in float32 or bfloat16 rather than float16"
+            )
+        return Rollout(torch.stack(actions, -1).reshape(shape), chosen)
 
     def log_probs(self, inputs: RankingInputs, rankings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced log-probabilities and entropies of every placement of ``rankings`` ``(B, G, K)``."""

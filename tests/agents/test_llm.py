@@ -145,16 +145,27 @@ def test_critic_inputs_are_the_context_or_the_hidden_states_at_the_labels(tiny):
 
 
 @pytest.mark.parametrize("identifiers", ["letters", "special"])
-def test_adapter_weights_round_trip(tiny, identifiers):
+def test_adapter_weights_round_trip(tiny, identifiers, tmp_path):
+    from safetensors.torch import load_file
+
     policy = make(tiny, identifiers=identifiers)
     perturb_adapter(policy)
-    state = policy.adapter_state_dict()
+    checksum = policy.save_adapter(tmp_path / "adapter")
+    state = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     assert any("token" in key for key in state) == (identifiers == "special")  # added identifiers' embeddings
     restored = make(tiny, seed=7, identifiers=identifiers)
-    restored.load_adapter_state_dict(state)
+    restored.load_adapter(tmp_path / "adapter", checksum)
     inputs = requests_of(SMALL, 2)
     with torch.no_grad():
         torch.testing.assert_close(restored.encode(inputs).logits, policy.encode(inputs).logits, atol=0, rtol=0)
+
+
+def test_non_finite_logits_are_refused_not_ranked(tiny):
+    policy = make(tiny)
+    with torch.no_grad():
+        next(p for p in policy.parameters() if p.requires_grad).fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite logits"):
+        policy.sample(requests_of(SMALL, 2), 2, 3)
 
 
 # A task whose answer is in the prompt: every candidate interests the user, the first is the only trending one and the
