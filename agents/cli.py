@@ -19,8 +19,9 @@ from agents.flexrec import PolicyAgent
 from agents.language_models import dequantized_copy, is_gguf
 from agents.llm import FlexRecLLMAgent
 from agents.registry import AGENTS, load_agent, make_agent
+from flexrec_env.config import resolve_scenario
 from flexrec_env.needs import held_out_needs, registered_needs, resolve_needs, training_needs
-from scenarios import available_scenarios, make_scenario
+from scenarios import available_scenarios
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,7 +81,7 @@ def quickstart(episodes: int, seed: int, scenario: str, scenario_args: tuple[str
         raise click.BadParameter(f"{episodes}; allowed: an integer >= 1", param_hint="--episodes")
     agents: list[Agent] = [RandomAgent(seed), NeedAwareHeuristic()]
     try:
-        make_scenario(scenario, parse_scenario_args(scenario_args))  # registers the scenario's own needs
+        resolve_scenario(scenario, parse_scenario_args(scenario_args))  # registers the scenario's own needs
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise click.BadParameter(str(error), param_hint="--scenario") from error
     needs = list(registered_needs().values())
@@ -185,7 +186,7 @@ env_arg_option = click.option(
 def env_kwargs_from(scenario: str, scenario_args: tuple[str, ...], need: str | None, env_args: tuple[str, ...]) -> dict[str, Any]:
     kwargs = {"scenario": scenario, "scenario_kwargs": parse_scenario_args(scenario_args), **parse_pairs(env_args, "--env-arg")}
     try:
-        make_scenario(scenario, kwargs["scenario_kwargs"])  # registers the scenario's own needs; fails early
+        resolve_scenario(scenario, kwargs["scenario_kwargs"])  # registers the scenario's own needs; fails early
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise click.BadParameter(str(error), param_hint="--scenario") from error
     kwargs["need"] = [n.name for n in training_needs()] if need is None else [n.strip() for n in need.split(",") if n.strip()]

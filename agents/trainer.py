@@ -235,7 +235,7 @@ class FlexRecTrainer:
         if self.reference is not None:
             self.reference.to(self.accelerator.device)
         self.critic: CriticLearner | None = None
-        self.list_level = {need.name: need.is_list_level for need in self.env.config.needs}
+        self.list_level = {need.name: need.is_list_level for need in self.env.needs}
         self.evaluate = evaluate
         self.steps, self.iteration = 0, 0
         self.writer = None
@@ -395,7 +395,7 @@ class FlexRecTrainer:
             return
         b, g, k = rankings.shape
         categories = np.stack([r.category for r in self.env.requests(np.arange(0, b * g, g))])  # (B, N)
-        metrics = {need.name: need.metric for need in self.env.config.needs}
+        metrics = {need.name: need.metric for need in self.env.needs}
         for name, rows in rows_of.items():
             if not len(rows):
                 continue

@@ -35,8 +35,8 @@ def best_of(repeats: int, fn: Callable[[], float]) -> float:
     return max(fn() for _ in range(repeats))
 
 
-def single_env_steps_per_s(steps: int, need: str, n: int, k: int) -> float:
-    env = gym.make("FlexRec-v0", need=need, num_candidates=n, list_length=k).unwrapped
+def single_env_steps_per_s(steps: int, need: str, n: int, k: int, info_level: str = "full") -> float:
+    env = gym.make("FlexRec-v0", need=need, num_candidates=n, list_length=k, info_level=info_level).unwrapped
     env.reset(seed=0)
     order = np.random.default_rng(0).permutation(n)  # a fixed valid order: every prefix is unplaced
     start, done_steps = time.perf_counter(), 0
@@ -48,11 +48,13 @@ def single_env_steps_per_s(steps: int, need: str, n: int, k: int) -> float:
     return done_steps / (time.perf_counter() - start)
 
 
-def vector_env_steps_per_s(steps: int, num_envs: int, need: str, n: int, k: int, shared_rng: bool, copy: bool = True) -> float:
+def vector_env_steps_per_s(
+    steps: int, num_envs: int, need: str, n: int, k: int, shared_rng: bool, copy: bool = True, info_level: str = "full"
+) -> float:
     """Same-step autoreset, so every call places one item in every env."""
     envs = gym.make_vec(
         "FlexRec-v0", num_envs=num_envs, need=need, num_candidates=n, list_length=k,
-        shared_rng=shared_rng, copy=copy, autoreset_mode=AutoresetMode.SAME_STEP,
+        shared_rng=shared_rng, copy=copy, autoreset_mode=AutoresetMode.SAME_STEP, info_level=info_level,
     )  # fmt: skip
     envs.reset(seed=0)
     order = np.random.default_rng(0).permutation(n)

@@ -10,10 +10,19 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-from flexrec_env.config import INVALID_ACTION_PENALTY, EnvConfig
+from flexrec_env.config import INVALID_ACTION_PENALTY, EnvConfig, resolve_scenario
 from flexrec_env.env import FlexRecEnv
 from flexrec_env.feedback import FeedbackConfig
-from flexrec_env.needs import Need, all_of, get_need, held_out_needs, register_need, registered_needs, training_needs
+from flexrec_env.needs import (
+    Need,
+    all_of,
+    check_scenario_needs,
+    get_need,
+    held_out_needs,
+    register_need,
+    registered_needs,
+    training_needs,
+)
 from flexrec_env.vector_env import FlexRecVectorEnv
 
 __all__ = [
@@ -24,10 +33,12 @@ __all__ = [
     "FlexRecVectorEnv",
     "Need",
     "all_of",
+    "check_scenario_needs",
     "get_need",
     "held_out_needs",
     "register_need",
     "registered_needs",
+    "resolve_scenario",
     "training_needs",
 ]
 

@@ -1,4 +1,8 @@
-"""The environment's constructor arguments as one validated dataclass, shared by the single and vector envs."""
+"""The environment's constructor arguments as one validated value, and the one step that acts on them.
+
+:class:`EnvConfig` only checks its fields: it builds nothing and registers nothing. :func:`resolve` (called by both
+envs' ``__init__``) builds and checks the scenario, registers its needs and resolves the needs to draw from.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from flexrec_env.feedback import FeedbackConfig
-from flexrec_env.needs import Need, register_need, resolve_needs
+from flexrec_env.needs import Need, covered_needs, resolve_needs
 from scenarios import Scenario, make_scenario
 
 RewardMode = Literal["swap", "marginal", "list"]
 RewardLabels = Literal["feedback", "true"]
 InvalidAction = Literal["raise", "penalize"]
 RenderMode = Literal["ansi"]
+InfoLevel = Literal["full", "lean"]
 Split = Literal["train", "eval"]
 
 #: Reward of an invalid action (an already placed candidate) with ``invalid_action="penalize"``.
@@ -67,6 +72,10 @@ class EnvConfig:
     render_mode: RenderMode | None = None
     """``"ansi"`` renders the request and the list so far as text."""
 
+    info_level: InfoLevel = "full"
+    """``"full"``: the last info carries the evaluation metrics, the exact swap rewards, clicks and labels (see the
+    env docstring); ``"lean"``: only ``ranking`` and ``list_reward`` (the per-step info is the same), for speed."""
+
     def __post_init__(self) -> None:
         n = _check_int("num_candidates", self.num_candidates, 2)
         k = _check_int("list_length", self.list_length, 1, n)
@@ -79,22 +88,18 @@ class EnvConfig:
         _check_choice("reward_labels", self.reward_labels, get_args(RewardLabels))
         _check_choice("invalid_action", self.invalid_action, get_args(InvalidAction))
         _check_choice("render_mode", self.render_mode, (*get_args(RenderMode), None))
+        _check_choice("info_level", self.info_level, get_args(InfoLevel))
         if not isinstance(self.expose_truth, bool):
             raise ValueError(f"expose_truth={self.expose_truth!r}; allowed: True or False")
         if not isinstance(self.scenario_kwargs, Mapping):
             raise ValueError(f"scenario_kwargs={self.scenario_kwargs!r}; allowed: a dict of the scenario's arguments")
+        if not isinstance(self.scenario, (str, Scenario)):
+            raise TypeError(f"scenario={self.scenario!r}; allowed: a registered name or a scenarios.Scenario object")
+        if not isinstance(self.need, (str, Need)) and not (
+            isinstance(self.need, Sequence) and all(isinstance(n, (str, Need)) for n in self.need)
+        ):
+            raise TypeError(f"need={self.need!r}; allowed: a need name, a Need, or a sequence of them")
         object.__setattr__(self, "feedback", FeedbackConfig.coerce(self.feedback))  # type: ignore[arg-type]
-        scenario = make_scenario(self.scenario, self.scenario_kwargs)
-        if self.split == "train":
-            scenario = make_scenario(scenario.training_split())  # checked too, if the env has not seen it
-        for need in scenario.needs():
-            register_need(need)  # type: ignore[arg-type]
-        object.__setattr__(self, "resolved_scenario", scenario)
-        object.__setattr__(self, "needs", resolve_needs(self.need))
-
-    # Resolved in __post_init__: the scenario object (its own needs registered) and the needs.
-    resolved_scenario: Scenario = field(init=False, repr=False, compare=False)
-    needs: tuple[Need, ...] = field(init=False, repr=False, compare=False)
 
     @property
     def feedback_config(self) -> FeedbackConfig:
@@ -112,3 +117,27 @@ class EnvConfig:
     def k(self) -> int:
         assert self.metric_k is not None
         return self.metric_k
+
+
+def resolve_scenario(spec: str | Scenario, kwargs: Mapping[str, Any] | None = None, split: Split = "eval") -> Scenario:
+    """A scenario ready for the environment: built, checked, its needs registered.
+
+    Builds the scenario (or looks up one built with the same arguments), checks it against the data contract
+    (:func:`scenarios.check_scenario`) and the needs (:func:`flexrec_env.needs.check_scenario_needs`) if this process
+    has not seen it, registers its own needs, and with ``split="train"`` does the same for its training split.
+    """
+    scenario = make_scenario(spec, kwargs)
+    covered_needs(scenario)
+    if split == "train":
+        scenario = make_scenario(scenario.training_split())
+        covered_needs(scenario)
+    return scenario
+
+
+def resolve(config: EnvConfig) -> tuple[Scenario, tuple[Need, ...]]:
+    """The one step that acts on a config: the scenario (:func:`resolve_scenario`) and the needs an env runs on.
+
+    Both envs call it in their ``__init__``; the config itself stays a value.
+    """
+    scenario = resolve_scenario(config.scenario, config.scenario_kwargs, config.split)
+    return scenario, resolve_needs(config.need)

@@ -1,6 +1,16 @@
-"""Episode generation and batched dynamics shared by ``FlexRecEnv`` and ``FlexRecVectorEnv``.
+"""The rules of FlexRec-v0, shared by ``FlexRecEnv`` and ``FlexRecVectorEnv``: every rule lives here, once.
 
-The rules are documented once, in :class:`~flexrec_env.env.FlexRecEnv`'s docstring; this module implements them.
+The rules are documented once, in :class:`~flexrec_env.env.FlexRecEnv`'s docstring; this module implements them:
+
+* what an agent sees: :func:`observation_space`, :func:`build_request`, :func:`episode_needs`,
+  :func:`validate_action`;
+* episodes: :func:`draw_noise` (the random material), :func:`materialise` (need, relevance, feedback and reward
+  labels), :class:`EpisodeStream` (one generator's episodes);
+* rewards: :func:`step_reward` (the one place the reward modes are defined), fed by :func:`step_rewards` (NDCG
+  needs, on Python floats or arrays) or :func:`list_level_step_rewards` (list-level needs), and
+  :func:`final_info` (the last step's info);
+* :class:`RankingCore`, the batched dynamics of the vector env. The single env runs the same functions on Python
+  floats for one episode (a batch of one through numpy costs ten times more per step).
 
 Randomness. All randomness of an episode is drawn at reset, as need-independent material (:class:`EpisodeNoise`:
 the request and a fixed set of uniforms), so the same draws serve any need. A generator's episodes are drawn in
@@ -11,17 +21,18 @@ tuple of needs: the need of each episode, its true relevance, its feedback label
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 from numpy.typing import NDArray
 
-from flexrec_env.config import INVALID_ACTION_PENALTY, EnvConfig
+from flexrec_env.config import INVALID_ACTION_PENALTY, EnvConfig, RewardMode
 from flexrec_env.feedback import feedback_labels, simulate_clicks
 from flexrec_env.metrics import dcg, discounts, evaluation_metrics, gains, ideal_dcg
-from flexrec_env.needs import Need, need_id
+from flexrec_env.needs import MAX_NEEDS, NEED_FEATURE_DIM, Need, need_id, resolve_needs
 from flexrec_env.swap import (
     marginal_reward,
     next_item_values,
@@ -30,7 +41,7 @@ from flexrec_env.swap import (
     swap_rewards,
     swap_rewards_generic,
 )
-from scenarios import RequestBatch, Scenario
+from scenarios import Request, RequestBatch, Scenario
 
 #: Episodes drawn per call of a generator (part of what a seed determines).
 BLOCK_SIZE = 64
@@ -57,6 +68,12 @@ class EpisodeNoise:
 
     def take(self, rows: NDArray[np.int64] | slice) -> EpisodeNoise:
         return EpisodeNoise(requests=self.requests.take(rows), **_take_rows(self, rows))
+
+    @staticmethod
+    def concatenate(parts: Sequence[EpisodeNoise]) -> EpisodeNoise:
+        """Stack along the batch axis."""
+        arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _take_rows(parts[0], slice(0, 0))}
+        return EpisodeNoise(requests=RequestBatch.concatenate([p.requests for p in parts]), **arrays)
 
 
 def draw_noise(rng: np.random.Generator, num: int, config: EnvConfig, scenario: Scenario) -> EpisodeNoise:
@@ -180,34 +197,171 @@ def materialise(noise: EpisodeNoise, needs: tuple[Need, ...], config: EnvConfig,
     )
 
 
+class EpisodeStreams:
+    """The episodes of B generators (env i draws from ``rngs[i]``), served for many envs at once.
+
+    Each generator's episodes are drawn in blocks of ``block_size`` (:func:`draw_noise`), so env i's episodes depend
+    on its generator only. The blocks of all envs sit in one stacked :class:`EpisodeNoise` (env i's at rows
+    ``[i * block_size, (i + 1) * block_size)``): episodes for many envs are then one gather and one
+    :func:`materialise`, and only the drawing of a new block loops over generators.
+    """
+
+    def __init__(
+        self, rngs: Sequence[np.random.Generator], config: EnvConfig, scenario: Scenario, block_size: int = BLOCK_SIZE
+    ) -> None:
+        self.rngs, self.config, self.scenario, self.block_size = list(rngs), config, scenario, block_size
+        self.noise: EpisodeNoise | None = None
+        self.cursor = np.full(len(self.rngs), block_size, dtype=np.int64)  # (B,), next row of each block
+
+    def next(self, envs: NDArray[np.int64], needs: tuple[Need, ...]) -> EpisodeBatch:
+        """The next episode of each env in ``envs`` (distinct, ascending) for ``needs``."""
+        return materialise(self.next_noise(envs), needs, self.config, self.scenario)
+
+    def next_noise(self, envs: NDArray[np.int64]) -> EpisodeNoise:
+        """The material of the next episode of each env in ``envs`` (distinct, ascending)."""
+        self.refill(envs[self.cursor[envs] >= self.block_size])
+        assert self.noise is not None
+        rows = envs * self.block_size + self.cursor[envs]
+        self.cursor[envs] += 1
+        return self.noise.take(rows)
+
+    def refill(self, envs: NDArray[np.int64]) -> None:
+        """Draw a new block for each env in ``envs`` from its own generator."""
+        if not len(envs):
+            return
+        blocks = [draw_noise(self.rngs[i], self.block_size, self.config, self.scenario) for i in envs]
+        if len(envs) == len(self.rngs):  # all envs, in order
+            self.noise = EpisodeNoise.concatenate(blocks)
+        else:
+            assert self.noise is not None
+            merged = EpisodeNoise.concatenate([self.noise, *blocks])
+            order = np.arange(len(self.noise))
+            rows = (envs[:, None] * self.block_size + np.arange(self.block_size)).ravel()
+            order[rows] = len(self.noise) + np.arange(len(rows))
+            self.noise = merged.take(order)
+        self.cursor[envs] = 0
+
+
 class EpisodeStream:
-    """The episodes of one generator, drawn in blocks and materialised per block for the needs asked for."""
+    """The episodes of one generator, as :class:`EpisodeStreams` of one, materialised per rest of a block."""
 
     def __init__(self, rng: np.random.Generator, config: EnvConfig, scenario: Scenario, block_size: int = BLOCK_SIZE) -> None:
-        self.rng, self.config, self.scenario, self.block_size = rng, config, scenario, block_size
-        self._noise: EpisodeNoise | None = None
-        self._row = 0
+        self.rng = rng
+        self._streams = EpisodeStreams([rng], config, scenario, block_size)
         self._ready: EpisodeBatch | None = None  # the rest of the block, materialised
         self._ready_from = 0
 
     def next_row(self, needs: tuple[Need, ...]) -> tuple[EpisodeBatch, int]:
         """The next episode for ``needs``, as (a materialised batch, its row in it)."""
-        if self._noise is None or self._row >= len(self._noise):
-            self._noise, self._row, self._ready = draw_noise(self.rng, self.block_size, self.config, self.scenario), 0, None
+        streams = self._streams
+        row = int(streams.cursor[0])
+        if row >= streams.block_size:
+            streams.refill(np.zeros(1, dtype=np.int64))
+            row, self._ready = 0, None
         if self._ready is None or not same_needs(self._ready.needs, needs):
-            rest = self._noise.take(slice(self._row, None))
-            self._ready, self._ready_from = materialise(rest, needs, self.config, self.scenario), self._row
-        self._row += 1
-        return self._ready, self._row - 1 - self._ready_from
-
-    def next(self, needs: tuple[Need, ...]) -> EpisodeBatch:
-        """The next episode for ``needs`` as a batch of one."""
-        batch, row = self.next_row(needs)
-        return batch.take(slice(row, row + 1))
+            assert streams.noise is not None
+            rest = streams.noise.take(slice(row, None))
+            self._ready, self._ready_from = materialise(rest, needs, streams.config, streams.scenario), row
+        streams.cursor[0] = row + 1
+        return self._ready, row - self._ready_from
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Rewards and end-of-episode information, as pure functions of episodes and lists.
+# What an agent sees: spaces, the request, the needs of an episode, and the check of an action.
+
+
+def observation_space(config: EnvConfig, scenario: Scenario) -> spaces.Dict:
+    """The single-env observation space (see :class:`FlexRecEnv`)."""
+    n, k = config.num_candidates, config.list_length
+    return spaces.Dict(
+        {
+            "candidates": spaces.Box(-np.inf, np.inf, (n, scenario.candidate_feature_dim), np.float32),
+            "user": spaces.Box(-np.inf, np.inf, (scenario.user_feature_dim,), np.float32),
+            "need": spaces.Box(-np.inf, np.inf, (NEED_FEATURE_DIM,), np.float32),
+            "need_id": spaces.Discrete(MAX_NEEDS),
+            "placed": spaces.MultiBinary(n),
+            "position": spaces.Discrete(k + 1),
+            "action_mask": spaces.MultiBinary(n),
+        }
+    )
+
+
+def episode_needs(default: tuple[Need, ...], options: dict[str, Any] | None) -> tuple[Need, ...]:
+    """The needs to draw from: ``options["need"]`` for this episode if given, else the env's ``default``."""
+    if not options or options.get("need") is None:
+        return default
+    unknown = sorted(set(options) - {"need", "reset_mask"})
+    if unknown:
+        raise ValueError(f"unknown reset option(s) {unknown}; allowed: ['need']")
+    return resolve_needs(options["need"])
+
+
+def validate_action(action: Any, num_candidates: int) -> int:
+    """The action as an int in ``[0, N)``, or a ``ValueError`` that names it."""
+    value = action.item() if isinstance(action, np.ndarray) and action.shape in ((), (1,)) else action
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"action {action!r} is not an integer; allowed: an int in [0, {num_candidates})")
+    if not 0 <= value < num_candidates:
+        raise ValueError(f"action {int(value)} is out of range; allowed: an int in [0, {num_candidates})")
+    return int(value)
+
+
+def build_request(episodes: EpisodeBatch, row: int, scenario: Scenario) -> Request:
+    """Episode ``row`` of ``episodes`` as a :class:`~scenarios.Request` (what text-reading agents see; no truth)."""
+    r = episodes.requests
+    history = tuple(int(i) for i in r.history[row] if i >= 0)
+    candidates = tuple(int(i) for i in r.candidates[row])
+    return Request(
+        user_id=int(r.user_ids[row]),
+        time=float(r.times[row]),
+        history=history,
+        candidates=candidates,
+        need=episodes.need_names([row])[0],
+        instruction=episodes.instructions([row])[0],
+        history_titles=tuple(scenario.item_title(i) for i in history),
+        candidate_titles=tuple(scenario.item_title(i) for i in candidates),
+        history_categories=tuple(int(scenario.item_category[i]) for i in history),
+        category=r.category[row].copy(),
+        popularity=r.popularity[row].copy(),
+        recent_popularity=r.recent_popularity[row].copy(),
+        freshness=r.freshness[row].copy(),
+    )
+
+
+def invalid_action_message(action: int, valid: NDArray[np.bool_], env_index: int | None = None) -> str:
+    where = "" if env_index is None else f" (env {env_index})"
+    return (
+        f"action {action} places a candidate that is already placed{where}; allowed: one of "
+        f"{np.flatnonzero(valid).tolist()} (the action mask), or make the env with invalid_action='penalize'"
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Rewards and end-of-episode information, as pure functions of episodes and lists. Each works on a batch; the
+# per-step ones also on Python floats (the single env's fast path).
+
+
+def step_reward(mode: RewardMode, swap: Any, marginal: Any, list_value: Callable[[], Any] | None = None) -> Any:
+    """The reward of one step under ``reward_mode``: the one place the modes are defined (floats or arrays).
+
+    ``swap`` and ``marginal`` are the step's swap reward and marginal gain (:func:`step_rewards` for NDCG needs,
+    :func:`list_level_step_rewards` for list-level ones); ``list_value()`` is f of the finished list on the reward
+    labels, passed at an episode's last step (an array with 0 for unfinished rows in a batch).
+    """
+    if mode == "swap":
+        return swap
+    if mode == "marginal":
+        return marginal
+    assert mode == "list", mode
+    return list_value() if list_value is not None else 0.0 * swap
+
+
+def step_rewards(gain: Any, discount: Any, pool_gain: Any, pool_size: Any, idcg: Any) -> tuple[Any, Any]:
+    """``(swap, marginal)`` of placing an item of gain ``gain`` at a position of discount ``discount`` (NDCG needs).
+
+    ``pool_gain``/``pool_size``: gain sum and count of the alternatives left in the pool (floats or arrays).
+    """
+    return step_swap_reward(gain, discount, pool_gain, pool_size, idcg), marginal_reward(gain, discount, idcg)
 
 
 def need_groups(episodes: EpisodeBatch, rows: NDArray[np.int64]) -> Iterator[tuple[Need, NDArray[np.int64], NDArray[np.int64]]]:
@@ -242,21 +396,20 @@ def list_level_step_rewards(
     actions: NDArray[np.int64],
     placed: NDArray[np.bool_],
     k: int,
-    with_marginal: bool = False,
 ) -> tuple[NDArray, NDArray]:
-    """``(marginal, swap)`` step rewards of list-level needs for ``rows`` at one position (``prefix`` ``(R, t)``).
+    """``(swap, marginal)`` of list-level needs for ``rows`` at one position (``prefix`` ``(R, t)``).
 
-    The marginal reward ``f(prefix + s_t) - f(prefix)`` costs a second evaluation and is 0 unless asked for.
+    ``swap = f(prefix + s_t) - mean_j f(prefix + j)`` over the pool j other than s_t, ``marginal = f(prefix + s_t) -
+    f(prefix)``.
     """
     marginal, swap = np.zeros(len(rows)), np.zeros(len(rows))
     for need, selection, r in need_groups(episodes, rows):
         rel, cats, pre = episodes.reward_relevance[r], episodes.requests.category[r], prefix[selection]
         values = next_item_values(need.metric, pre, rel, cats, k)  # (R, N)
         swap[selection] = swap_from_values(values, actions[selection], placed[selection])
-        if with_marginal:
-            before = need.metric(pre, rel, cats, k) if pre.shape[1] else 0.0
-            marginal[selection] = np.take_along_axis(values, actions[selection, None], axis=1)[:, 0] - before
-    return marginal, swap
+        before = need.metric(pre, rel, cats, k) if pre.shape[1] else 0.0
+        marginal[selection] = np.take_along_axis(values, actions[selection, None], axis=1)[:, 0] - before
+    return swap, marginal
 
 
 def exact_swap_rewards(episodes: EpisodeBatch, rows: NDArray[np.int64], rankings: NDArray[np.int64], k: int) -> NDArray:
@@ -275,7 +428,13 @@ def exact_swap_rewards(episodes: EpisodeBatch, rows: NDArray[np.int64], rankings
 def final_info(
     episodes: EpisodeBatch, rows: NDArray[np.int64], rankings: NDArray[np.int64], config: EnvConfig, max_grade: int
 ) -> dict[str, Any]:
-    """Batched end-of-episode info of ``rows`` whose finished lists are ``rankings`` ``(F, K)``."""
+    """Batched end-of-episode info of ``rows`` whose finished lists are ``rankings`` ``(F, K)``.
+
+    ``ranking`` and ``list_reward`` always; the rest only with ``info_level="full"``.
+    """
+    info: dict[str, Any] = {"ranking": rankings.copy(), "list_reward": list_metric(episodes, rows, rankings, config.k)}
+    if config.info_level == "lean":
+        return info
     truth, categories = episodes.relevance[rows], episodes.requests.category[rows]
     metrics = evaluation_metrics(rankings, truth, categories)
     metrics["need_metric"] = list_metric(episodes, rows, rankings, config.k, truth=True)
@@ -287,16 +446,13 @@ def final_info(
         max_grade,
         feedback.examination_eta,
     )
-    return {
-        "ranking": rankings.copy(),
+    observed = episodes.observed[rows]
+    return info | {
         "swap_rewards": exact_swap_rewards(episodes, rows, rankings, config.k),
-        "list_reward": list_metric(episodes, rows, rankings, config.k),
         "feedback_labels": episodes.labels[rows],
-        "feedback_labels_observed": episodes.observed[rows].astype(np.int8),
+        "feedback_labels_observed": observed.astype(np.int8),
         "reward_labels": episodes.reward_relevance[rows].astype(np.int64),
-        "reward_labels_observed": (
-            episodes.observed[rows] if config.reward_labels == "feedback" else np.ones_like(episodes.observed[rows])
-        ).astype(np.int8),
+        "reward_labels_observed": (observed if config.reward_labels == "feedback" else np.ones_like(observed)).astype(np.int8),
         "clicks": clicks,
         "metrics": metrics,
         "need": episodes.need_names(rows),
@@ -372,17 +528,10 @@ class RankingCore:
         gain = ep.reward_gains[rows, actions]  # (B,)
         pool_gain = self.pool_gain - gain  # (B,), gain sum of the alternatives P_t \ {s_t}
         pool_size = self.config.num_candidates - 1 - t  # (B,)
-        swap = step_swap_reward(gain, self.discount[t], pool_gain, pool_size, ep.reward_idcg)  # (B,)
-        mode = self.config.reward_mode
-        rewards = swap.copy() if mode == "swap" else np.zeros(self.batch_size)
-        if mode == "marginal":
-            rewards = marginal_reward(gain, self.discount[t], ep.reward_idcg)
+        swap, marginal = step_rewards(gain, self.discount[t], pool_gain, pool_size, ep.reward_idcg)  # (B,), (B,)
         for position, group in self._list_level_positions(valid & ep.list_level, t):
-            marginal, swap[group] = list_level_step_rewards(
-                ep, group, self.ranking[group, :position], actions[group], self.placed[group], self.config.k, mode == "marginal"
-            )
-            rewards[group] = swap[group] if mode == "swap" else marginal if mode == "marginal" else 0.0
-        rewards = np.where(invalid, INVALID_ACTION_PENALTY, np.where(valid, rewards, 0.0))
+            prefix, placed = self.ranking[group, :position], self.placed[group]
+            swap[group], marginal[group] = list_level_step_rewards(ep, group, prefix, actions[group], placed, self.config.k)
 
         self.placed[rows[valid], actions[valid]] = True
         self.ranking[rows[valid], t[valid]] = actions[valid]
@@ -391,9 +540,14 @@ class RankingCore:
         self.invalid_count[invalid] += 1
         terminated = valid & (self.position == self.config.list_length)
         truncated = invalid & (self.invalid_count >= self.config.num_candidates)
-        if mode == "list" and terminated.any():
-            finished = np.flatnonzero(terminated)
-            rewards[finished] = list_metric(ep, finished, self.ranking[finished], self.config.k)
+
+        def list_value() -> NDArray:  # f of the lists finished by this step, 0 elsewhere
+            values, finished = np.zeros(self.batch_size), np.flatnonzero(terminated)
+            values[finished] = list_metric(ep, finished, self.ranking[finished], self.config.k)
+            return values
+
+        rewards = step_reward(self.config.reward_mode, swap, marginal, list_value if terminated.any() else None)
+        rewards = np.where(invalid, INVALID_ACTION_PENALTY, np.where(valid, rewards, 0.0))
         info = {
             "position": np.where(valid, t, self.position),
             "item_id": np.where(valid, ep.requests.candidates[rows, actions], -1),
@@ -412,11 +566,3 @@ class RankingCore:
     def final_info(self, rows: NDArray[np.int64]) -> dict[str, Any]:
         assert self.episodes is not None
         return final_info(self.episodes, rows, self.ranking[rows], self.config, self.scenario.max_grade)
-
-
-def invalid_action_message(action: int, valid: NDArray[np.bool_], env_index: int | None = None) -> str:
-    where = "" if env_index is None else f" (env {env_index})"
-    return (
-        f"action {action} places a candidate that is already placed{where}; allowed: one of "
-        f"{np.flatnonzero(valid).tolist()} (the action mask), or make the env with invalid_action='penalize'"
-    )

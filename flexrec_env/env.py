@@ -10,12 +10,23 @@ from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 from numpy.typing import NDArray
 
-from flexrec_env.config import INVALID_ACTION_PENALTY, EnvConfig
-from flexrec_env.core import EpisodeBatch, EpisodeStream, final_info, invalid_action_message, list_level_step_rewards
+from flexrec_env.config import INVALID_ACTION_PENALTY, EnvConfig, resolve
+from flexrec_env.core import (
+    EpisodeBatch,
+    EpisodeStream,
+    build_request,
+    episode_needs,
+    final_info,
+    invalid_action_message,
+    list_level_step_rewards,
+    observation_space,
+    step_reward,
+    step_rewards,
+    validate_action,
+)
 from flexrec_env.metrics import discounts
-from flexrec_env.needs import MAX_NEEDS, NEED_FEATURE_DIM, Need, resolve_needs
-from flexrec_env.swap import marginal_reward, step_swap_reward
-from scenarios import Request, Scenario
+from flexrec_env.needs import Need
+from scenarios import Request
 
 ObsType = dict[str, Any]
 
@@ -49,14 +60,17 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
     ``candidates``    ``Box((N, F))``      float32  features of each candidate at the request time
     ``user``          ``Box((U,))``        float32  the user's features
     ``need``          ``Box((D,))``        float32  the need's feature vector (unseen needs are representable)
-    ``need_id``       ``Discrete(64)``     int64    the need's id in the need registry
+    ``need_id``       ``Discrete(64)``     int64    the need's id, the same in every process (built-ins 0-6)
     ``placed``        ``MultiBinary(N)``   int8     1 for candidates already placed
     ``position``      ``Discrete(K + 1)``  int64    the 0-based position filled by the next step (K when done)
     ``action_mask``   ``MultiBinary(N)``   int8     1 for valid actions (``1 - placed``)
     ================  ===================  =======  ===============================================================
 
-    The structured request (user id, history, candidate item ids, need, instruction, titles) is
-    ``env.unwrapped.request``, for agents that read text.
+    Every call returns new arrays, except that ``placed`` and ``action_mask`` are read-only views that the env never
+    changes once returned. A need's id is fixed for the built-ins (``interest`` 0, ``trending`` 1, ``niche`` 2,
+    ``fresh`` 3, ``diverse`` 4, ``fresh+niche`` 5, ``trending+fresh`` 6); any other need's is ``Need.need_id`` or
+    derived from its name (:func:`flexrec_env.needs.name_id`). The structured request (user id, history, candidate
+    item ids, need, instruction, titles) is ``env.unwrapped.request``, for agents that read text.
 
     ## Rewards
 
@@ -86,8 +100,11 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
     the rewards were computed from and their mask: the feedback's, or with ``reward_labels="true"`` the truth, all
     observed; trainers read these), ``clicks`` (K, int8, from the click model on the true
     relevance), ``metrics`` (``NDCG@5``, ``NDCG@10``, ``Recall@5``, ``Recall@10`` and ``need_metric`` = f@k, all on
-    the *true* relevance, for evaluation only) and ``need``. With ``expose_truth=True`` every info also carries
-    ``relevance`` (N true grades). ``reset`` returns ``action_mask``, ``position``, ``need`` and ``instruction``.
+    the *true* relevance, for evaluation only) and ``need``. With ``info_level="lean"`` the last step adds only
+    ``ranking`` and ``list_reward`` (the rewards are the same; the metrics, the exact swap rewards and the clicks
+    are not computed, which makes the single env several times faster). With
+    ``expose_truth=True`` every info also carries ``relevance`` (N true grades). ``reset`` returns ``action_mask``,
+    ``position``, ``need`` and ``instruction``.
 
     ## Episode end
 
@@ -98,8 +115,9 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
 
     See :class:`flexrec_env.config.EnvConfig`: ``need``, ``scenario``, ``scenario_kwargs``, ``num_candidates`` (N,
     20), ``list_length`` (K, 10), ``metric_k`` (k, default K), ``reward_mode``, ``reward_labels``, ``feedback``,
-    ``invalid_action``, ``expose_truth``, ``render_mode``. ``reset(options={"need": ...})`` overrides the need for
-    one episode; ``split="train"`` draws requests from ``scenario.training_split()`` (training feedback only).
+    ``invalid_action``, ``expose_truth``, ``render_mode``, ``info_level``. ``reset(options={"need": ...})``
+    overrides the need for one episode; ``split="train"`` draws requests from ``scenario.training_split()``
+    (training feedback only). The env builds and checks its scenario with :func:`flexrec_env.config.resolve`.
 
     >>> import gymnasium as gym
     >>> import flexrec_env
@@ -116,109 +134,128 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
 
     * v0: initial version. Later additions that change no reward: ``reward_labels``/``reward_labels_observed`` in
       the last info; a composed need's feature vector is the elementwise maximum of its parts' (was the sum), so it
-      stays inside the range the parts span.
+      stays inside the range the parts span. ``info_level`` (default ``"full"``, the info as before). ``need_id`` of
+      a need a scenario or a user defines: derived from its name, no longer its registration order (the built-ins
+      keep 0-6). A vector env's truncated episode no longer carries the last-step info (as a single env's).
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, **kwargs: Any) -> None:
         self.config = EnvConfig(**kwargs)
-        self.scenario: Scenario = self.config.resolved_scenario
+        self.scenario, self._needs = resolve(self.config)
         self.render_mode = self.config.render_mode
         self.observation_space = observation_space(self.config, self.scenario)
         self.action_space = spaces.Discrete(self.config.num_candidates)
-        self._discount = discounts(self.config.list_length, self.config.k).tolist()
+        self._discount: list[float] = discounts(self.config.list_length, self.config.k).tolist()
+        self._positions = [np.int64(t) for t in range(self.config.list_length + 1)]
         self._stream: EpisodeStream | None = None
         self._episodes: EpisodeBatch | None = None
         self._row = 0
         self._done = True
 
     # ------------------------------------------------------------------------------------------------------------
-    # Gymnasium API. The state of one episode is kept in Python scalars and small arrays (fast); the vector env
-    # runs the same rules batched (core.RankingCore), and the tests check both give the same episodes.
+    # Gymnasium API. One episode's state is kept in Python scalars and lists and its rewards come from the rules of
+    # ``core`` on floats (fast); the vector env runs the same rules batched, and the tests check both give the
+    # same episodes.
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[ObsType, dict[str, Any]]:
         super().reset(seed=seed)
         if self._stream is None or self._stream.rng is not self.np_random:
             self._stream = EpisodeStream(self.np_random, self.config, self.scenario)
-        self._episodes, self._row = episodes, row = self._stream.next_row(episode_needs(self.config, options))
-        self._gains: list[float] = episodes.reward_gains[row].tolist()
-        self._idcg = float(episodes.reward_idcg[row])
-        self._pool_gain = float(sum(self._gains))
-        self._placed = np.zeros(self.config.num_candidates, dtype=np.int8)
+        episodes, row = self._stream.next_row(episode_needs(self._needs, options))
+        if episodes is not self._episodes:
+            self._block = _EpisodeLists(episodes)
+        self._episodes, self._row, block = episodes, row, self._block
+        self._gains, self._item_ids = block.gains[row], block.item_ids[row]
+        self._labels, self._observed = block.labels[row], block.observed[row]
+        self._idcg, self._list_level = block.idcg[row], block.list_level[row]
+        self._pool_gain = sum(self._gains)
+        n, k = self.config.num_candidates, self.config.list_length
+        self._is_placed = [False] * n
+        # Row t of these is the placed mask / action mask before step t: a step writes only the rows after it, so the
+        # masks of an observation never change once returned (read-only views of distinct rows).
+        self._placed_rows = np.zeros((k + 1, n), dtype=np.int8)
+        self._mask_rows = np.ones((k + 1, n), dtype=np.int8)
+        self._placed_view, self._mask_view = _read_only(self._placed_rows.view()), _read_only(self._mask_rows.view())
         self._ranking: list[int] = []
         self._invalid_count = 0
         requests = episodes.requests
         self._fixed = (requests.candidate_features[row], requests.user_features[row], episodes.need_features[row])
         self._need_id = np.int64(episodes.need_ids[row])
         self._done = False
-        info: dict[str, Any] = {"action_mask": 1 - self._placed, "position": 0, "need": episodes.need_names([row])[0]}
-        info["instruction"] = episodes.instructions([row])[0]
+        obs = self._observation()
+        info: dict[str, Any] = {"action_mask": obs["action_mask"], "position": 0, "need": block.needs[row]}
+        info["instruction"] = block.instructions[row]
         if self.config.expose_truth:
             info["relevance"] = episodes.relevance[row].copy()
-        return self._observation(), info
+        return obs, info
 
     def step(self, action: Any) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
         if self._done:
             raise ResetNeeded("the episode is over: call reset() before step()")
-        a = validate_action(action, self.config.num_candidates)
-        config, episodes, row = self.config, self._episodes, self._row
-        assert episodes is not None
+        config, n = self.config, self.config.num_candidates
+        a = action if type(action) is int and 0 <= action < n else validate_action(action, n)
         t = len(self._ranking)
-        terminated = truncated = False
-        info: dict[str, Any]
-        if self._placed[a]:
-            if config.invalid_action == "raise":
-                raise ValueError(invalid_action_message(a, self._placed == 0))
-            self._invalid_count += 1
-            truncated = self._invalid_count >= config.num_candidates
-            reward = INVALID_ACTION_PENALTY
-            info = {
-                "position": t,
-                "item_id": -1,
-                "feedback": 0.0,
-                "feedback_observed": False,
-                "swap_reward": 0.0,
-                "invalid_action": True,
-            }
-        else:
-            gain, pool_gain = self._gains[a], self._pool_gain - self._gains[a]
-            swap = step_swap_reward(gain, self._discount[t], pool_gain, config.num_candidates - 1 - t, self._idcg)
-            reward = swap if config.reward_mode == "swap" else 0.0
-            if config.reward_mode == "marginal":
-                reward = marginal_reward(gain, self._discount[t], self._idcg)
-            if episodes.list_level[row]:
-                rows, prefix = np.array([row]), np.array([self._ranking], dtype=np.int64).reshape(1, t)
-                with_marginal = config.reward_mode == "marginal"
-                marginal, swaps = list_level_step_rewards(
-                    episodes, rows, prefix, np.array([a]), self._placed[None] > 0, config.k, with_marginal
-                )
-                swap = float(swaps[0])
-                reward = {"swap": swap, "marginal": float(marginal[0]), "list": 0.0}[config.reward_mode]
-            self._placed[a] = 1
-            self._ranking.append(a)
-            self._pool_gain = pool_gain
-            terminated = len(self._ranking) == config.list_length
-            info = {
-                "position": t,
-                "item_id": int(episodes.requests.candidates[row, a]),
-                "feedback": float(episodes.labels[row, a]),
-                "feedback_observed": bool(episodes.observed[row, a]),
-                "swap_reward": float(swap),
-                "invalid_action": False,
-            }
+        if self._is_placed[a]:
+            return self._invalid_step(a, t)
+        gain, discount = self._gains[a], self._discount[t]
+        pool_gain = self._pool_gain - gain
+        swap, marginal = step_rewards(gain, discount, pool_gain, n - 1 - t, self._idcg)
+        if self._list_level:
+            assert self._episodes is not None
+            rows, prefix = np.array([self._row]), np.array([self._ranking], dtype=np.int64).reshape(1, t)
+            placed = np.array([self._is_placed])
+            swaps, marginals = list_level_step_rewards(self._episodes, rows, prefix, np.array([a]), placed, config.k)
+            swap, marginal = float(swaps[0]), float(marginals[0])
+        self._is_placed[a] = True
+        self._ranking.append(a)
+        self._pool_gain = pool_gain
+        self._placed_rows[t + 1 :, a] = 1
+        self._mask_rows[t + 1 :, a] = 0
         obs = self._observation()
-        info["action_mask"] = obs["action_mask"]
-        if terminated or truncated:
+        info: dict[str, Any] = {
+            "position": t,
+            "item_id": self._item_ids[a],
+            "feedback": self._labels[a],
+            "feedback_observed": self._observed[a],
+            "swap_reward": swap,
+            "invalid_action": False,
+            "action_mask": obs["action_mask"],
+        }
+        terminated = t + 1 == config.list_length
+        if terminated:
             self._done = True
+            assert self._episodes is not None
             ranking = np.array([self._ranking], dtype=np.int64)
-            if terminated:
-                info.update(unbatch(final_info(episodes, np.array([row]), ranking, config, self.scenario.max_grade)))
-                if config.reward_mode == "list":
-                    reward = info["list_reward"]
+            info.update(unbatch(final_info(self._episodes, np.array([self._row]), ranking, config, self.scenario.max_grade)))
+            reward = step_reward(config.reward_mode, swap, marginal, lambda: info["list_reward"])
+        else:
+            reward = step_reward(config.reward_mode, swap, marginal)
         if config.expose_truth:
-            info["relevance"] = episodes.relevance[row].copy()
-        return obs, float(reward), terminated, truncated, info
+            info["relevance"] = self._episodes.relevance[self._row].copy()  # type: ignore[union-attr]
+        return obs, reward, terminated, False, info
+
+    def _invalid_step(self, action: int, t: int) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Placing an already placed candidate: raise, or penalise without advancing (truncated after N of them)."""
+        if self.config.invalid_action == "raise":
+            raise ValueError(invalid_action_message(action, self.action_masks()))
+        self._invalid_count += 1
+        truncated = self._invalid_count >= self.config.num_candidates
+        self._done = truncated
+        obs = self._observation()
+        info: dict[str, Any] = {
+            "position": t,
+            "item_id": -1,
+            "feedback": 0.0,
+            "feedback_observed": False,
+            "swap_reward": 0.0,
+            "invalid_action": True,
+            "action_mask": obs["action_mask"],
+        }
+        if self.config.expose_truth:
+            info["relevance"] = self._episodes.relevance[self._row].copy()  # type: ignore[union-attr]
+        return obs, INVALID_ACTION_PENALTY, False, truncated, info
 
     def render(self) -> str | None:
         if self.render_mode is None:
@@ -231,7 +268,7 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
 
     def action_masks(self) -> NDArray[np.bool_]:
         """Valid actions as a bool mask ``(N,)`` (read by sb3-contrib's ``MaskablePPO``)."""
-        return self._placed == 0
+        return np.logical_not(self._is_placed)
 
     @property
     def request(self) -> Request:
@@ -243,7 +280,7 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
     @property
     def needs(self) -> tuple[Need, ...]:
         """The needs episodes are drawn from."""
-        return self.config.needs
+        return self._needs
 
     @property
     def ranking(self) -> list[int]:
@@ -252,55 +289,39 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
 
     def _observation(self) -> ObsType:
         candidates, user, need = self._fixed
-        return {
+        t = len(self._ranking)
+        return {  # new arrays on every call, as gymnasium asks; the two masks are read-only rows of the episode's
             "candidates": candidates.copy(),
             "user": user.copy(),
             "need": need.copy(),
             "need_id": self._need_id,
-            "placed": self._placed.copy(),
-            "position": np.int64(len(self._ranking)),
-            "action_mask": 1 - self._placed,
+            "placed": self._placed_view[t],
+            "position": self._positions[t],
+            "action_mask": self._mask_view[t],
         }
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Helpers shared with the vector env.
+# Helpers.
 
 
-def observation_space(config: EnvConfig, scenario: Scenario) -> spaces.Dict:
-    """The single-env observation space (see :class:`FlexRecEnv`)."""
-    n, k = config.num_candidates, config.list_length
-    return spaces.Dict(
-        {
-            "candidates": spaces.Box(-np.inf, np.inf, (n, scenario.candidate_feature_dim), np.float32),
-            "user": spaces.Box(-np.inf, np.inf, (scenario.user_feature_dim,), np.float32),
-            "need": spaces.Box(-np.inf, np.inf, (NEED_FEATURE_DIM,), np.float32),
-            "need_id": spaces.Discrete(MAX_NEEDS),
-            "placed": spaces.MultiBinary(n),
-            "position": spaces.Discrete(k + 1),
-            "action_mask": spaces.MultiBinary(n),
-        }
-    )
+def _read_only(view: NDArray) -> NDArray:
+    view.flags.writeable = False
+    return view
 
 
-def episode_needs(config: EnvConfig, options: dict[str, Any] | None) -> tuple[Need, ...]:
-    """The needs to draw from: ``options["need"]`` for this episode if given, else the configured ones."""
-    if not options or options.get("need") is None:
-        return config.needs
-    unknown = sorted(set(options) - {"need", "reset_mask"})
-    if unknown:
-        raise ValueError(f"unknown reset option(s) {unknown}; allowed: ['need']")
-    return resolve_needs(options["need"])
+class _EpisodeLists:
+    """A block of episodes' per-candidate values as Python lists (read once per block; indexing lists is fast)."""
 
-
-def validate_action(action: Any, num_candidates: int) -> int:
-    """The action as an int in ``[0, N)``, or a ``ValueError`` that names it."""
-    value = action.item() if isinstance(action, np.ndarray) and action.shape in ((), (1,)) else action
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"action {action!r} is not an integer; allowed: an int in [0, {num_candidates})")
-    if not 0 <= value < num_candidates:
-        raise ValueError(f"action {int(value)} is out of range; allowed: an int in [0, {num_candidates})")
-    return int(value)
+    def __init__(self, episodes: EpisodeBatch) -> None:
+        self.gains: list[list[float]] = episodes.reward_gains.tolist()
+        self.item_ids: list[list[int]] = episodes.requests.candidates.tolist()
+        self.labels: list[list[float]] = episodes.labels.astype(np.float64).tolist()
+        self.observed: list[list[bool]] = episodes.observed.tolist()
+        self.idcg: list[float] = episodes.reward_idcg.tolist()
+        self.list_level: list[bool] = episodes.list_level.tolist()
+        self.needs: list[str] = episodes.need_names().tolist()
+        self.instructions: list[str] = episodes.instructions().tolist()
 
 
 def unbatch(batched: dict[str, Any], row: int = 0) -> dict[str, Any]:
@@ -329,25 +350,3 @@ def render_text(env: FlexRecEnv) -> str:
         lines.append(f"  {position:>2}. [{index:>2}] {request.candidate_titles[index]} ({label})")
     lines.append(f"Pool: {env.config.num_candidates - len(env.ranking)} candidates left")
     return "\n".join(lines) + "\n"
-
-
-def build_request(episodes: EpisodeBatch, row: int, scenario: Scenario) -> Request:
-    """Episode ``row`` of ``episodes`` as a :class:`~scenarios.Request` (what text-reading agents see; no truth)."""
-    r = episodes.requests
-    history = tuple(int(i) for i in r.history[row] if i >= 0)
-    candidates = tuple(int(i) for i in r.candidates[row])
-    return Request(
-        user_id=int(r.user_ids[row]),
-        time=float(r.times[row]),
-        history=history,
-        candidates=candidates,
-        need=episodes.need_names([row])[0],
-        instruction=episodes.instructions([row])[0],
-        history_titles=tuple(scenario.item_title(i) for i in history),
-        candidate_titles=tuple(scenario.item_title(i) for i in candidates),
-        history_categories=tuple(int(scenario.item_category[i]) for i in history),
-        category=r.category[row].copy(),
-        popularity=r.popularity[row].copy(),
-        recent_popularity=r.recent_popularity[row].copy(),
-        freshness=r.freshness[row].copy(),
-    )

@@ -26,15 +26,19 @@ to test generalisation to unseen needs.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING
+from weakref import WeakSet
 
 import numpy as np
 from numpy.typing import NDArray
 
 from flexrec_env.metrics import ListMetric, alpha_ndcg, ndcg
+from scenarios import Scenario, ScenarioCheckError
 
 if TYPE_CHECKING:
     from scenarios.base import RequestBatch
@@ -74,6 +78,9 @@ class Need:
     """Left out of training by default; used to test generalisation to unseen needs."""
     description: str = ""
     """One line for listings (``flexrec-agent needs``)."""
+    need_id: int | None = None
+    """Its ``obs["need_id"]`` in ``[0, MAX_NEEDS)``; default: derived from the name (:func:`name_id`), the built-ins
+    hold 0 to 6."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or any(c.isspace() or c == "," for c in self.name):
@@ -86,6 +93,10 @@ class Need:
                 f"need {self.name!r}: features has length {len(self.features)}, expected {NEED_FEATURE_DIM} "
                 f"(axes {list(NEED_FEATURE_NAMES)}; build it with need_features(...))"
             )
+        if self.need_id is not None and (
+            isinstance(self.need_id, bool) or not isinstance(self.need_id, int) or not 0 <= self.need_id < MAX_NEEDS
+        ):
+            raise ValueError(f"need {self.name!r}: need_id={self.need_id!r}; allowed: an integer in [0, {MAX_NEEDS})")
         if not callable(self.relevance):
             raise TypeError(f"need {self.name!r}: relevance must be callable, got {type(self.relevance).__name__}")
 
@@ -140,14 +151,27 @@ def all_of(*needs: Need, name: str | None = None, held_out: bool = True) -> Need
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Registry.
+# Registry and need ids.
+#
+# A need's id (``obs["need_id"]``) is the same in every process: the built-in needs hold 0 to 6 in the order of
+# the table above (``interest``, ``trending``, ``niche``, ``fresh``, ``diverse``, ``fresh+niche``,
+# ``trending+fresh``); any other need's id is ``Need.need_id`` when set, else derived from its name
+# (:func:`name_id`). Two registered needs never share an id: a clash is an error that says how to resolve it.
 
 _REGISTRY: dict[str, Need] = {}
 _IDS: dict[str, int] = {}
+#: Ids reserved for the built-in needs.
+NUM_BUILTIN_IDS = 7
+
+
+def name_id(name: str) -> int:
+    """The id a need gets from its name: ``7 + sha256(name) mod (MAX_NEEDS - 7)`` (the same in every process)."""
+    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
+    return NUM_BUILTIN_IDS + digest % (MAX_NEEDS - NUM_BUILTIN_IDS)
 
 
 def register_need(need: Need) -> Need:
-    """Add a need to the registry (idempotent for the same object); returns it."""
+    """Add a need to the registry (idempotent for the same need); returns the registered one."""
     if not isinstance(need, Need):
         raise TypeError(f"register_need expects a Need, got {type(need).__name__}")
     existing = _REGISTRY.get(need.name)
@@ -155,10 +179,15 @@ def register_need(need: Need) -> Need:
         if existing != need:
             raise ValueError(f"a different need named {need.name!r} is already registered; choose another name")
         return existing
-    if len(_REGISTRY) >= MAX_NEEDS:
-        raise ValueError(f"cannot register need {need.name!r}: the registry holds at most MAX_NEEDS={MAX_NEEDS} needs")
+    ident = need.need_id if need.need_id is not None else name_id(need.name)
+    clash = next((name for name, i in _IDS.items() if i == ident), None)
+    if clash is not None:
+        raise ValueError(
+            f"need {need.name!r} would take need_id {ident}, which need {clash!r} holds; rename it or pass "
+            f"Need(..., need_id=...) with a free id in [{NUM_BUILTIN_IDS}, {MAX_NEEDS})"
+        )
     _REGISTRY[need.name] = need
-    _IDS[need.name] = len(_IDS)
+    _IDS[need.name] = ident
     return need
 
 
@@ -178,7 +207,7 @@ def get_need(spec: str | Need) -> Need:
 
 
 def need_id(need: Need) -> int:
-    """The need's index in the registry (its ``need_id`` in observations)."""
+    """The need's id in observations (``obs["need_id"]``), the same in every process (see the registry notes)."""
     return _IDS[register_need(need).name]
 
 
@@ -224,6 +253,7 @@ INTEREST = register_need(
         relevance=interest_relevance,
         features=need_features(interest=1.0),
         description="items that fit the user's taste",
+        need_id=0,
     )
 )
 TRENDING = register_need(
@@ -238,6 +268,7 @@ TRENDING = register_need(
         relevance=partial(filtered_relevance, signal="recent_popularity", threshold=0.8, above=True),
         features=need_features(interest=1.0, trending=1.0),
         description="interesting items in the top 20% of recent popularity",
+        need_id=1,
     )
 )
 NICHE = register_need(
@@ -252,6 +283,7 @@ NICHE = register_need(
         relevance=partial(filtered_relevance, signal="popularity", threshold=0.5, above=False),
         features=need_features(interest=1.0, niche=1.0),
         description="interesting items in the less popular half of the catalogue",
+        need_id=2,
     )
 )
 FRESH = register_need(
@@ -266,6 +298,7 @@ FRESH = register_need(
         relevance=partial(filtered_relevance, signal="freshness", threshold=0.8, above=True),
         features=need_features(interest=1.0, fresh=1.0),
         description="interesting items among the 20% most recent releases",
+        need_id=3,
     )
 )
 DIVERSE = register_need(
@@ -281,11 +314,12 @@ DIVERSE = register_need(
         features=need_features(interest=1.0, diverse=1.0),
         metric=alpha_ndcg,
         description="interesting items, scored by category coverage (alpha-NDCG)",
+        need_id=4,
     )
 )
 #: Unseen needs for generalisation tests: compositions never trained on by default.
-FRESH_NICHE = register_need(all_of(FRESH, NICHE))
-TRENDING_FRESH = register_need(all_of(TRENDING, FRESH))
+FRESH_NICHE = register_need(replace(all_of(FRESH, NICHE), need_id=5))
+TRENDING_FRESH = register_need(replace(all_of(TRENDING, FRESH), need_id=6))
 
 _BUILT_IN = tuple(_REGISTRY.values())
 
@@ -293,3 +327,72 @@ _BUILT_IN = tuple(_REGISTRY.values())
 def builtin_needs() -> tuple[Need, ...]:
     """The needs this module defines (every conforming scenario supports them)."""
     return _BUILT_IN
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Needs on a scenario: the environment's side of the scenario check.
+
+logger = logging.getLogger(__name__)
+_COVERED: WeakSet[Scenario] = WeakSet()
+
+
+def scenario_needs(scenario: Scenario) -> tuple[Need, ...]:
+    """The needs a scenario defines (``Scenario.needs()``), registered.
+
+    Raises :class:`ScenarioCheckError` if one is not a :class:`Need` or clashes with a registered need.
+    """
+    own = tuple(scenario.needs())
+    wrong = [type(n).__name__ for n in own if not isinstance(n, Need)]
+    if wrong:
+        raise ScenarioCheckError(f"scenario {scenario!r}: needs() returned {wrong}; return flexrec_env.needs.Need objects")
+    try:
+        return tuple(register_need(n) for n in own)  # type: ignore[arg-type]  # checked above
+    except ValueError as error:
+        raise ScenarioCheckError(f"scenario {scenario!r}: {error}") from error
+
+
+def check_scenario_needs(
+    scenario: Scenario, num_requests: int = 64, num_candidates: int = 20, seed: int = 0, min_fraction: float = 0.5
+) -> tuple[Need, ...]:
+    """Check that every need (built-in and the scenario's own) works on the scenario's requests.
+
+    Each need must return relevance of the candidates' shape and find a relevant candidate in at least
+    ``min_fraction`` of ``num_requests`` requests (held-out needs only warn). Raises :class:`ScenarioCheckError`
+    listing every problem; returns the scenario's own needs, registered. Run :func:`scenarios.check_scenario` first
+    (the data contract); the environment runs both on every scenario it has not seen.
+    """
+    own = scenario_needs(scenario)
+    batch = scenario.sample_requests(np.random.default_rng(seed), num_requests, num_candidates)
+    problems: list[str] = []
+    for need in {n.name: n for n in (*builtin_needs(), *own)}.values():
+        try:
+            relevance = np.asarray(need.relevance(batch))
+        except Exception as error:  # noqa: BLE001  (reported to the user with the need's name)
+            problems.append(f"need {need.name!r} failed on this scenario's requests: {error!r}")
+            continue
+        if relevance.shape != batch.candidates.shape:
+            expected = batch.candidates.shape
+            problems.append(f"need {need.name!r} returned relevance of shape {relevance.shape}, expected {expected}")
+            continue
+        fraction = float((relevance > 0).any(axis=1).mean())
+        if fraction < min_fraction:
+            message = (
+                f"need {need.name!r} has a relevant candidate in only {fraction:.0%} of requests (at least "
+                f"{min_fraction:.0%} expected): put more items that are relevant for it into candidate sets"
+            )
+            if not need.held_out:
+                problems.append(message)
+            else:
+                logger.warning("scenario %s: %s", scenario, message)
+    if problems:
+        raise ScenarioCheckError(f"scenario {scenario!r} fails the needs:\n" + "\n".join(f"  - {p}" for p in problems))
+    return own
+
+
+def covered_needs(scenario: Scenario) -> tuple[Need, ...]:
+    """:func:`check_scenario_needs` once per scenario object (later calls only return its registered needs)."""
+    if scenario in _COVERED:
+        return scenario_needs(scenario)
+    own = check_scenario_needs(scenario)
+    _COVERED.add(scenario)
+    return own

@@ -20,7 +20,7 @@ list-level needs such as ``diverse``), and :func:`brute_force_swap_rewards` is t
 
 During an episode the final positions of the alternatives are unknown, so the per-step reward treats every
 alternative as outside the list (``D_u = 0``): ``d_t (G_t - mean_j G_j) / IDCG`` (:func:`step_swap_reward`), or,
-for a list-level metric, ``f(prefix + s_t) - mean_j f(prefix + j)`` (:func:`step_swap_reward_generic`).
+for a list-level metric, ``f(prefix + s_t) - mean_j f(prefix + j)`` (:func:`swap_from_values` of :func:`next_item_values`).
 """
 
 from __future__ import annotations
@@ -164,23 +164,6 @@ def swap_from_values(values: FloatArray, action: NDArray[np.integer], placed: ND
     count = alternative.sum(axis=-1)
     mean = np.divide((values * alternative).sum(axis=-1), count, out=np.zeros(len(values)), where=count > 0)
     return np.where(count > 0, chosen - mean, 0.0)
-
-
-def step_swap_reward_generic(
-    metric: ListMetric,
-    prefix: NDArray[np.integer],
-    action: NDArray[np.integer],
-    placed: NDArray[np.bool_],
-    relevance: NDArray,
-    categories: NDArray[np.integer],
-    k: int,
-) -> FloatArray:
-    """Per-step swap reward of any list metric: ``f(prefix + s_t) - mean_j f(prefix + j)``, j in the pool but s_t.
-
-    ``prefix`` ``(B, t)`` holds the items placed before this step, ``action`` ``(B,)`` the item placed now and
-    ``placed`` ``(B, N)`` the mask of items placed before this step. Returns ``(B,)``.
-    """
-    return swap_from_values(next_item_values(metric, prefix, relevance, categories, k), action, placed)
 
 
 def brute_force_swap_rewards(

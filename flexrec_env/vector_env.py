@@ -35,11 +35,19 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from numpy.typing import NDArray
 
-from flexrec_env.config import EnvConfig
-from flexrec_env.core import EpisodeBatch, EpisodeStream, RankingCore, draw_noise, materialise
-from flexrec_env.env import build_request, episode_needs, observation_space
+from flexrec_env.config import EnvConfig, resolve
+from flexrec_env.core import (
+    EpisodeBatch,
+    EpisodeStreams,
+    RankingCore,
+    build_request,
+    draw_noise,
+    episode_needs,
+    materialise,
+    observation_space,
+)
 from flexrec_env.needs import Need
-from scenarios import Request, Scenario
+from scenarios import Request
 
 
 class FlexRecVectorEnv(VectorEnv):
@@ -69,7 +77,7 @@ class FlexRecVectorEnv(VectorEnv):
             )
         self.group_size = group_size
         self.config = EnvConfig(**kwargs)
-        self.scenario: Scenario = self.config.resolved_scenario
+        self.scenario, self._needs = resolve(self.config)
         self.num_envs = num_envs
         self.shared_rng = bool(shared_rng)
         self.copy = bool(copy)
@@ -81,7 +89,7 @@ class FlexRecVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._core = RankingCore(self.config, self.scenario, batch_size=num_envs)
-        self._streams: list[EpisodeStream] | None = None
+        self._streams: EpisodeStreams | None = None
         self._autoreset = np.zeros(num_envs, dtype=bool)
         self._all_rows = np.arange(num_envs)
 
@@ -94,10 +102,10 @@ class FlexRecVectorEnv(VectorEnv):
         seeds = self._seeds(seed)
         super().reset(seed=seed if isinstance(seed, int) else None)
         if not self.shared_rng and (seed is not None or self._streams is None):
-            self._streams = [EpisodeStream(seeding.np_random(s)[0], self.config, self.scenario) for s in seeds]
+            self._streams = EpisodeStreams([seeding.np_random(s)[0] for s in seeds], self.config, self.scenario)
         mask = None if options is None else options.get("reset_mask")
         rows = self._all_rows if mask is None else np.flatnonzero(np.asarray(mask, dtype=bool))
-        needs = episode_needs(self.config, options)
+        needs = episode_needs(self._needs, options)
         self._core.load(self._draw(rows, needs), rows)
         self._autoreset[rows] = False
         return self._core.observation(self.copy), self._reset_info(rows, {})
@@ -120,26 +128,27 @@ class FlexRecVectorEnv(VectorEnv):
         infos: dict[str, Any] = {}
         step_info["action_mask"] = 1 - self._core.placed.astype(np.int8)
         add_rows(infos, {key: value[stepped] for key, value in step_info.items()}, stepped, self.num_envs)
-        if len(finished):
-            add_rows(infos, self._core.final_info(finished), finished, self.num_envs)
+        completed = np.flatnonzero(terminated)  # a truncated episode has no list to score, as in the single env
+        if len(completed):
+            add_rows(infos, self._core.final_info(completed), completed, self.num_envs)
         if self.config.expose_truth:
             add_rows(infos, {"relevance": self._core.episodes.relevance[stepped]}, stepped, self.num_envs)
 
         if self.autoreset_mode == AutoresetMode.SAME_STEP and len(finished):
             final_obs = np.full(self.num_envs, None, dtype=object)
             obs = self._core.observation(self.copy)
-            for row in finished:
-                final_obs[row] = {key: value[row] for key, value in obs.items()}  # views of this call's arrays
+            columns = [list(value[finished]) for value in obs.values()]  # per-row values of this call's arrays
+            final_obs[finished] = [dict(zip(obs, values, strict=True)) for values in zip(*columns, strict=True)]
             final_info = {"final_obs": final_obs, "_final_obs": done.copy()}
             final_info["final_info"] = _rows_view(infos, finished, self.num_envs)
             final_info["_final_info"] = done.copy()
-            self._core.load(self._draw(finished, self.config.needs), finished)
+            self._core.load(self._draw(finished, self._needs), finished)
             infos = self._reset_info(finished, _without_rows(infos, finished))
             infos.update(final_info)
             self._autoreset[:] = False
         else:
             if len(to_reset):
-                self._core.load(self._draw(to_reset, self.config.needs), to_reset)
+                self._core.load(self._draw(to_reset, self._needs), to_reset)
                 infos = self._reset_info(to_reset, infos)
                 rewards[to_reset], terminated[to_reset], truncated[to_reset] = 0.0, False, False
             self._autoreset = done
@@ -154,7 +163,7 @@ class FlexRecVectorEnv(VectorEnv):
 
     @property
     def needs(self) -> tuple[Need, ...]:
-        return self.config.needs
+        return self._needs
 
     def requests(self, rows: NDArray[np.int64] | list[int] | None = None) -> list[Request]:
         """The current requests of ``rows`` (default: all) as text-reading agents see them (no ground truth)."""
@@ -190,7 +199,7 @@ class FlexRecVectorEnv(VectorEnv):
                 draw_noise(self.np_random, len(rows), self.config, self.scenario), needs, self.config, self.scenario
             )
         assert self._streams is not None
-        return EpisodeBatch.concatenate([self._streams[i].next(needs) for i in rows])
+        return self._streams.next(rows, needs)
 
     def _validate_actions(self, actions: Any) -> NDArray[np.int64]:
         array = np.asarray(actions)

@@ -22,7 +22,7 @@ from importlib.metadata import entry_points
 from typing import Any
 from weakref import WeakSet
 
-from scenarios.base import Request, RequestBatch, Scenario
+from scenarios.base import Request, RequestBatch, Scenario, ScenarioNeed
 from scenarios.check import ScenarioCheckError, check_scenario
 from scenarios.synthetic import SyntheticConfig, SyntheticScenario
 
@@ -32,6 +32,7 @@ __all__ = [
     "RequestBatch",
     "Scenario",
     "ScenarioCheckError",
+    "ScenarioNeed",
     "SyntheticConfig",
     "SyntheticScenario",
     "available_scenarios",

@@ -13,9 +13,9 @@ draw comes from the generator the environment passes in, so episodes are reprodu
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -109,6 +109,23 @@ class Request:
     """``(N,)`` release recency percentile of each candidate (1 = newest)."""
 
 
+class ScenarioNeed(Protocol):
+    """What a scenario's own need is to the scenario layer: a name and a relevance over its requests.
+
+    The environment's ``flexrec_env.needs.Need`` has these and more (instructions, features, metric); a scenario's
+    ``needs()`` returns ``Need`` objects, and the environment checks that they are.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def held_out(self) -> bool: ...
+
+    @property
+    def relevance(self) -> Callable[[RequestBatch], NDArray[np.int64]]: ...
+
+
 class Scenario(abc.ABC):
     """A user simulator: item catalogue, users, and ranking requests. Subclass and implement ``sample_requests``."""
 
@@ -153,7 +170,7 @@ class Scenario(abc.ABC):
         """Human-readable text of an item, for prompts and rendering."""
         return f"item {item_id}"
 
-    def needs(self) -> Sequence[object]:
+    def needs(self) -> Sequence[ScenarioNeed]:
         """Needs this scenario defines in addition to the built-ins (``flexrec_env.needs.Need`` objects)."""
         return ()
 

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from scenarios.base import RequestBatch, Scenario
-
-if TYPE_CHECKING:
-    from flexrec_env.needs import Need
-
-logger = logging.getLogger(__name__)
 
 
 class ScenarioCheckError(ValueError):
@@ -101,43 +95,13 @@ def _value_problems(scenario: Scenario, batch: RequestBatch, n: int) -> list[str
     return problems
 
 
-def _need_problems(
-    scenario: Scenario, batch: RequestBatch, needs: list[Need], min_fraction: float
-) -> tuple[list[str], list[str]]:
-    problems: list[str] = []
-    warnings: list[str] = []
-    for need in needs:
-        try:
-            relevance = np.asarray(need.relevance(batch))
-        except Exception as error:  # noqa: BLE001  (reported to the user with the need's name)
-            problems.append(f"need {need.name!r} failed on this scenario's requests: {error!r}")
-            continue
-        if relevance.shape != batch.candidates.shape:
-            problems.append(
-                f"need {need.name!r} returned relevance of shape {relevance.shape}, expected {batch.candidates.shape}"
-            )
-            continue
-        fraction = float((relevance > 0).any(axis=1).mean())
-        if fraction < min_fraction:
-            message = (
-                f"need {need.name!r} has a relevant candidate in only {fraction:.0%} of requests (at least "
-                f"{min_fraction:.0%} expected): put more items that are relevant for it into candidate sets"
-            )
-            (warnings if need.held_out else problems).append(message)
-    return problems, warnings
+def check_scenario(scenario: Scenario, num_requests: int = 64, num_candidates: int = 20, seed: int = 0) -> None:
+    """Check a scenario against the data contract; raise :class:`ScenarioCheckError` listing every problem found.
 
-
-def check_scenario(
-    scenario: Scenario, num_requests: int = 64, num_candidates: int = 20, seed: int = 0, min_fraction: float = 0.5
-) -> None:
-    """Check a scenario against the contract; raise :class:`ScenarioCheckError` listing every problem found.
-
-    Checks attributes, the shapes, dtypes and ranges of a sampled :class:`RequestBatch`, that the same seed gives
-    the same requests, and that every need (built-in and the scenario's own) finds a relevant candidate in at
-    least ``min_fraction`` of requests (held-out compositions only warn).
+    Checks attributes, the shapes, dtypes and ranges of a sampled :class:`RequestBatch` and that the same seed gives
+    the same requests. Whether the needs work on the scenario is the environment's check
+    (``flexrec_env.needs.check_scenario_needs``); ``gym.make`` runs both on every scenario it has not seen.
     """
-    from flexrec_env.needs import Need, builtin_needs, register_need
-
     if not isinstance(scenario, Scenario):
         raise ScenarioCheckError(f"{scenario!r} is a {type(scenario).__name__}; subclass scenarios.Scenario")
     problems = _attribute_problems(scenario)
@@ -152,16 +116,7 @@ def check_scenario(
     if problems:
         raise ScenarioCheckError(_format(scenario, problems))
     if not batch.equals(again):
-        problems.append("the same generator seed gave different requests: draw every random number from the rng argument")
-    own = [n for n in scenario.needs() if isinstance(n, Need)]
-    if len(own) != len(scenario.needs()):
-        problems.append("needs() must return flexrec_env.needs.Need objects")
-    needs = [*builtin_needs(), *(register_need(n) for n in own)]
-    need_problems, warnings = _need_problems(scenario, batch, list({n.name: n for n in needs}.values()), min_fraction)
-    problems += need_problems
-    for warning in warnings:
-        logger.warning("scenario %s: %s", scenario, warning)
-    if problems:
+        problems = ["the same generator seed gave different requests: draw every random number from the rng argument"]
         raise ScenarioCheckError(_format(scenario, problems))
 
 

@@ -141,26 +141,19 @@ class SyntheticScenario(Scenario):
         self._alias_prob = np.stack([prob for prob, _ in tables]).astype(np.float32)  # (P, I)
         self._alias = np.stack([alias for _, alias in tables])  # (P, I)
         self._acceptance = np.where(in_history, 0.0, np.where(self.interest > 0, 1.0, 1.0 / c.positive_boost)).astype(np.float32)
-        self._category_onehot = np.eye(c.num_categories, dtype=np.float32)
+        # Candidate features: the fixed part per item, the popularity signals per (period, item).
+        self._item_features = np.hstack([self.item_latent, np.eye(c.num_categories, dtype=np.float32)[self.item_category]])
+        self._signals = np.stack([self._popularity, self._recent, self._freshness], axis=-1).astype(np.float32)  # (P, I, 3)
 
     def sample_requests(self, rng: np.random.Generator, num_requests: int, num_candidates: int) -> RequestBatch:
         c = self.config
         users = rng.integers(0, c.num_users, size=num_requests)  # (B,)
         periods = rng.integers(0, c.num_periods, size=num_requests)  # (B,)
         items = self._sample_candidates(rng, users, periods, num_candidates)  # (B, N)
-        at = (periods[:, None], items)
-        popularity, recent, freshness = self._popularity[at], self._recent[at], self._freshness[at]  # (B, N) each
+        signals = self._signals[periods[:, None], items]  # (B, N, 3)
+        features = np.concatenate([self._item_features[items], signals], axis=-1)  # (B, N, F)
+        popularity, recent, freshness = signals[..., 0], signals[..., 1], signals[..., 2]  # (B, N) each
         category = self.item_category[items]
-        features = np.concatenate(
-            [
-                self.item_latent[items],
-                self._category_onehot[category],
-                popularity[..., None],
-                recent[..., None],
-                freshness[..., None],
-            ],
-            axis=-1,
-        )  # (B, N, F)
         return RequestBatch(
             user_ids=users.astype(np.int64),
             times=periods.astype(np.float64),
@@ -194,8 +187,7 @@ class SyntheticScenario(Scenario):
                 f"the synthetic catalogue has too few eligible items for num_candidates={num_candidates}; "
                 f"increase num_items (now {self.num_items}) or lower num_candidates"
             ) from None
-        shuffle = np.argsort(rng.random(items.shape), axis=1)  # position carries no information
-        return np.take_along_axis(items, shuffle, axis=1)
+        return rng.permuted(items, axis=1)  # position carries no information
 
     def item_title(self, item_id: int) -> str:
         category = CATEGORY_NAMES[int(self.item_category[item_id])]

@@ -223,7 +223,7 @@ def test_steps_to_reach_against_a_dense_scan(values, target):
 
 
 def test_derived_entries_are_evaluated_from_their_source_run(tmp_path):
-    config = BenchmarkConfig(agents=("critic", "flexrec"), needs=("interest",), seeds=1, steps=1280, episodes=3)
+    config = BenchmarkConfig(agents=("critic", "flexrec"), needs=("interest",), seeds=1, steps=1280, episodes=12)
     messages: list[str] = []
     run_benchmark(config, tmp_path, progress=messages.append)
     assert len(messages) == 1 and messages[0].startswith("critic, flexrec seed 0: ")  # one training run, two cells

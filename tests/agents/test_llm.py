@@ -98,7 +98,8 @@ def test_teacher_forced_log_probs_equal_the_sampling_log_probs(tiny, config):
     rollout = policy.sample(inputs, 4, 4, generator=torch.Generator().manual_seed(2))
     policy.train()  # gradient checkpointing then re-runs the prompts with the rankings in one forward
     log_probs, entropy = policy.log_probs(inputs, rollout.rankings)
-    torch.testing.assert_close(log_probs, rollout.log_probs, atol=1e-5, rtol=0)
+    # float32: the cached and the full forward round differently
+    torch.testing.assert_close(log_probs, rollout.log_probs, atol=1e-5, rtol=1e-5)
     assert log_probs.requires_grad and torch.all(entropy >= 0)
 
 

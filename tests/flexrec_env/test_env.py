@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import flexrec_env
-from flexrec_env import INVALID_ACTION_PENALTY, FlexRecEnv
+from flexrec_env import INVALID_ACTION_PENALTY, EnvConfig, FlexRecEnv
+from flexrec_env.config import resolve
+from flexrec_env.core import step_reward, step_rewards
 from flexrec_env.metrics import alpha_ndcg, discounts, gains, ideal_dcg, ndcg
 from flexrec_env.needs import registered_needs
 from flexrec_env.swap import brute_force_swap_rewards
@@ -185,6 +187,62 @@ def test_info_contract():
         assert info["feedback_observed"] == bool(last["feedback_labels_observed"][index])
 
 
+@pytest.mark.parametrize("need", ["trending", "diverse"])
+def test_lean_info_keeps_the_rewards_and_drops_the_evaluation(need):
+    full_rewards, full = play(make(need=need, **SMALL), seed=5)
+    lean_rewards, lean = play(make(need=need, info_level="lean", **SMALL), seed=5)
+    assert lean_rewards == full_rewards
+    for full_info, lean_info in zip(full[:-1], lean[:-1], strict=True):  # reset and per-step infos are the same
+        assert set(full_info) == set(lean_info)
+    assert set(lean[-1]) == set(lean[-2]) | {"ranking", "list_reward"}
+    np.testing.assert_array_equal(lean[-1]["ranking"], full[-1]["ranking"])
+    assert lean[-1]["list_reward"] == full[-1]["list_reward"]
+
+
+def test_observation_masks_are_read_only_and_never_change_once_returned():
+    env = make(**SMALL)
+    obs, _ = env.reset(seed=0)
+    seen = [obs]
+    for action in (3, 1, 6):
+        obs, *_ = env.step(action)
+        seen.append(obs)
+    assert [o["placed"].tolist() for o in seen] == [
+        [0] * 8,
+        [0, 0, 0, 1, 0, 0, 0, 0],
+        [0, 1, 0, 1, 0, 0, 0, 0],
+        [0, 1, 0, 1, 0, 0, 1, 0],
+    ]
+    assert all((o["action_mask"] == 1 - o["placed"]).all() for o in seen)
+    with pytest.raises(ValueError, match="read-only"):
+        seen[0]["placed"][0] = 1
+    seen[0]["candidates"][0, 0] = 123.0  # the features are the caller's own copy
+    assert env.step(0)[0]["candidates"][0, 0] != 123.0
+
+
+def test_config_is_a_value_and_resolve_is_the_step_that_acts():
+    """EnvConfig builds no scenario and registers nothing; resolve() does both (and reports bad names)."""
+    config = EnvConfig(need="test-not-yet-registered", scenario="test-no-such-scenario")
+    assert config.k == 10 and config == EnvConfig(need="test-not-yet-registered", scenario="test-no-such-scenario")
+    with pytest.raises(ValueError, match="'test-no-such-scenario'"):
+        resolve(config)
+    with pytest.raises(ValueError, match="'test-not-yet-registered'"):
+        resolve(EnvConfig(need="test-not-yet-registered"))
+    scenario, needs = resolve(EnvConfig(need="trending,niche"))
+    assert scenario.name == "synthetic" and [n.name for n in needs] == ["trending", "niche"]
+
+
+@pytest.mark.parametrize("mode", ["swap", "marginal", "list"])
+def test_step_reward_is_the_one_place_a_mode_is_defined(mode):
+    """Hand-worked: gains G = 3 (placed) and alternatives of gain sum 4 over 2 items, d = 1, IDCG = 5."""
+    swap, marginal = step_rewards(3.0, 1.0, 4.0, 2, 5.0)
+    assert (swap, marginal) == (pytest.approx((2 * 3 - 4) / (2 * 5)), pytest.approx(3 / 5))
+    expected = {"swap": swap, "marginal": marginal, "list": 0.0}[mode]
+    assert step_reward(mode, swap, marginal) == pytest.approx(expected)
+    assert step_reward(mode, swap, marginal, lambda: 0.75) == pytest.approx(0.75 if mode == "list" else expected)
+    batch = step_reward(mode, np.array([swap, 0.5]), np.array([marginal, 0.25]), lambda: np.array([0.75, 0.0]))
+    np.testing.assert_allclose(batch, {"swap": [swap, 0.5], "marginal": [marginal, 0.25], "list": [0.75, 0.0]}[mode])
+
+
 def test_reset_option_overrides_need_for_one_episode():
     env = make(need="interest")
     _, info = env.reset(seed=0, options={"need": "niche"})
@@ -221,6 +279,7 @@ def test_need_sequence_is_sampled_per_episode():
         ({"feedback": {"label_noise": -0.2}}, ["label_noise=-0.2", "[0, 1]"]),
         ({"feedback": {"click": "dbn"}}, ["'click'", "observe_prob"]),
         ({"render_mode": "human"}, ["'human'", "ansi"]),
+        ({"info_level": "minimal"}, ["info_level='minimal'", "full", "lean"]),
         ({"scenario_kwargs": {"num_items": 5}}, ["num_candidates=20"]),
     ],
 )

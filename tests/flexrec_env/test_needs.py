@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from flexrec_env.metrics import ndcg
 from flexrec_env.needs import (
+    MAX_NEEDS,
     NEED_FEATURE_DIM,
+    NUM_BUILTIN_IDS,
     Need,
     all_of,
     get_need,
     held_out_needs,
+    name_id,
     need_features,
     need_id,
     register_need,
@@ -128,3 +135,43 @@ def test_bad_need_lookups():
         need_features(price=1.0)
     with pytest.raises(ValueError, match="at least two"):
         all_of(get_need("fresh"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Need ids: the same in every process.
+
+
+def test_builtin_need_ids_are_fixed():
+    names = ["interest", "trending", "niche", "fresh", "diverse", "fresh+niche", "trending+fresh"]
+    assert [need_id(get_need(name)) for name in names] == list(range(NUM_BUILTIN_IDS))
+
+
+def test_custom_need_ids_do_not_depend_on_registration_order():
+    """Two processes register the same custom needs in opposite orders and see the same ids."""
+    code = (
+        "import sys; from flexrec_env.needs import Need, need_id, register_need;"
+        "names = sys.argv[1:];"
+        "needs = [register_need(Need(name=n, instructions=('x',), relevance=lambda r: r.interest)) for n in names];"
+        "print(sorted((n.name, need_id(n)) for n in needs))"
+    )
+    names = ["shop-budget", "shop-luxury", "shop-local"]
+    runs = [
+        subprocess.run([sys.executable, "-c", code, *order], capture_output=True, text=True, check=True)
+        for order in (names, names[::-1])
+    ]
+    assert runs[0].stdout == runs[1].stdout
+    ids = dict(ast.literal_eval(runs[0].stdout))
+    assert ids == {name: name_id(name) for name in names}
+    assert all(NUM_BUILTIN_IDS <= i < MAX_NEEDS for i in ids.values())
+
+
+def test_need_id_clash_is_an_error_that_says_how_to_resolve_it():
+    taken = name_id("test-id-a")
+    first = register_need(Need(name="test-id-a", instructions=("x",), relevance=lambda r: r.interest))
+    assert need_id(first) == taken
+    with pytest.raises(ValueError, match=rf"need_id {taken}, which need 'test-id-a' holds; rename it or pass"):
+        register_need(Need(name="test-id-b", instructions=("x",), relevance=lambda r: r.interest, need_id=taken))
+    fixed = register_need(Need(name="test-id-c", instructions=("x",), relevance=lambda r: r.interest, need_id=MAX_NEEDS - 1))
+    assert need_id(fixed) == MAX_NEEDS - 1
+    with pytest.raises(ValueError, match=r"need_id=64; allowed: an integer in \[0, 64\)"):
+        Need(name="test-id-d", instructions=("x",), relevance=lambda r: r.interest, need_id=64)

@@ -14,9 +14,10 @@ from flexrec_env.swap import (
     brute_force_swap_rewards,
     full_order,
     marginal_reward,
+    next_item_values,
     step_swap_reward,
-    step_swap_reward_generic,
     swap_coefficients,
+    swap_from_values,
     swap_rewards,
     swap_rewards_generic,
 )
@@ -278,6 +279,11 @@ def step_cases(draw):
     placed = np.zeros((batch, n), dtype=bool)
     np.put_along_axis(placed, prefix, True, axis=-1)
     return prefix, action, placed, relevance, categories, k
+
+
+def step_swap_reward_generic(metric, prefix, action, placed, relevance, categories, k):
+    """The per-step swap reward of any list metric: f of every next item, then the chosen one against the pool."""
+    return swap_from_values(next_item_values(metric, prefix, relevance, categories, k), action, placed)
 
 
 @settings(max_examples=150, deadline=None)

@@ -15,6 +15,9 @@ CONFIGS = [
     {"need": ["trending", "diverse", "niche"]},
     {"need": "interest", "invalid_action": "penalize", "reward_mode": "list", "num_candidates": 6, "list_length": 4},
     {"need": "fresh+niche", "reward_mode": "marginal", "expose_truth": True, "feedback": {"click_model": "cascade"}},
+    {"need": ["interest", "diverse"], "info_level": "lean", "num_candidates": 5, "list_length": 2},
+    # One-step episodes and random invalid actions: envs fall out of step and draw new blocks at different times.
+    {"need": "trending", "invalid_action": "penalize", "num_candidates": 3, "list_length": 2, "steps": 260},
 ]
 
 
@@ -45,10 +48,11 @@ def random_actions(rng, obs, config):
     return np.array([rng.choice(np.flatnonzero(mask)) for mask in obs["action_mask"]])
 
 
-@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED])
 @pytest.mark.parametrize("config", CONFIGS)
 def test_native_vector_env_equals_sync_vector_env(mode, config):
-    num_envs = 3
+    config = dict(config)
+    steps, num_envs = config.pop("steps", 35), 3
     sync = gym.make_vec(
         "FlexRec-v0", num_envs=num_envs, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode}, **config
     )
@@ -58,12 +62,18 @@ def test_native_vector_env_equals_sync_vector_env(mode, config):
     assert_same(obs, native.reset(seed=7)[0], "reset obs")
     assert_same(info, native.reset(seed=7)[1], "reset info")
     rng = np.random.default_rng(0)
-    for step in range(35):  # several episodes, autoresets included
+    for step in range(steps):  # several episodes, autoresets included
         actions = random_actions(rng, obs, config)
         expected, got = sync.step(actions), native.step(actions)
         for name, a, b in zip(("obs", "reward", "terminated", "truncated", "info"), expected, got, strict=True):
             assert_same(a, b, f"step {step} {name}")
         obs = expected[0]
+        done = expected[2] | expected[3]
+        if mode == AutoresetMode.DISABLED and done.any():  # the caller resets finished envs
+            expected, got = sync.reset(options={"reset_mask": done}), native.reset(options={"reset_mask": done})
+            for name, a, b in zip(("obs", "info"), expected, got, strict=True):
+                assert_same(a, b, f"step {step} reset {name}")
+            obs = expected[0]
 
 
 def test_shared_rng_is_reproducible_and_valid():

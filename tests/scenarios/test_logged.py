@@ -14,7 +14,7 @@ from agents.recommenders import history_windows
 from agents.sb3 import make_training_env
 from flexrec_env import EnvConfig
 from flexrec_env.metrics import ndcg
-from flexrec_env.needs import get_need, registered_needs
+from flexrec_env.needs import check_scenario_needs, get_need, registered_needs
 from scenarios import check_scenario, make_scenario
 from scenarios.logged import DAY, LogConfig, LogScenario
 from scenarios.logs import InteractionLog
@@ -91,7 +91,8 @@ def test_candidates_positives_and_negatives(scenario):
         assert set(interest[interest > 0].tolist()) == {2}  # 5 stars: grade 2
         assert not set(candidates[interest == 0].tolist()) & interactions(user)  # negatives: never interacted with
     assert {len(interactions(u, True, True) - interactions(u, False)) for u in range(4)} == {4, 5}
-    check_scenario(scenario, num_candidates=12, min_fraction=0.0)
+    check_scenario(scenario, num_candidates=12)
+    check_scenario_needs(scenario, num_candidates=12, min_fraction=0.0)
 
 
 def test_same_seed_same_requests(scenario):

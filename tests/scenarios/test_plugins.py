@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import shutil
@@ -16,6 +17,7 @@ import pytest
 
 import flexrec_env  # noqa: F401
 import scenarios
+from flexrec_env.needs import check_scenario_needs
 from scenarios import RequestBatch, ScenarioCheckError, check_scenario, make_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,9 +143,7 @@ class Broken(example.ShopperScenario):
         (lambda b, rng: replace(b, interest=b.interest + 5), ["interest", "outside"]),
         (lambda b, rng: replace(b, user_ids=b.user_ids[:3]), ["user_ids has shape (3,)"]),
         (lambda b, rng: replace(b, times=b.times + np.random.random()), ["same generator seed gave different requests"]),
-        (lambda b, rng: replace(b, interest=np.zeros_like(b.interest)), ["need 'interest'", "relevant candidate in only 0%"]),
         (lambda b, rng: replace(b, candidate_features=b.candidate_features * np.nan), ["NaN"]),
-        (lambda b, rng: replace(b, extras={}), ["need 'budget' failed", "affordable"]),
     ],
 )
 def test_check_scenario_names_each_problem(damage, words):
@@ -151,6 +151,39 @@ def test_check_scenario_names_each_problem(damage, words):
         check_scenario(Broken(damage))
     for word in words:
         assert word in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (lambda b, rng: replace(b, interest=np.zeros_like(b.interest)), ["need 'interest'", "relevant candidate in only 0%"]),
+        (lambda b, rng: replace(b, extras={}), ["need 'budget' failed", "affordable"]),
+    ],
+)
+def test_needs_that_fail_on_a_scenario_are_named_by_the_env_side_check(damage, words):
+    """The data contract holds, the needs do not: ``check_scenario`` passes, the env's need check and gym.make fail."""
+    broken = Broken(damage)
+    check_scenario(broken)
+    for check in (check_scenario_needs, lambda s: gym.make("FlexRec-v0", scenario=s)):
+        with pytest.raises(ScenarioCheckError) as error:
+            check(broken)
+        for word in words:
+            assert word in str(error.value)
+
+
+def test_scenarios_import_nothing_from_flexrec_env():
+    """The lower layer knows nothing of the environment: no import of it in any module, and none at run time."""
+    for path in Path(scenarios.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] in ("flexrec_env", "agents") for n in names), (path.name, names)
+    code = (
+        "import sys, scenarios; scenarios.make_scenario('synthetic');"
+        "print(sorted(m for m in sys.modules if m.startswith(('flexrec_env', 'agents'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
 
 
 def test_check_scenario_accepts_good_scenarios_and_env_runs_it():
