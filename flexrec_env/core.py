@@ -70,10 +70,19 @@ class EpisodeNoise:
         return EpisodeNoise(requests=self.requests.take(rows), **_take_rows(self, rows))
 
     @staticmethod
-    def concatenate(parts: Sequence[EpisodeNoise]) -> EpisodeNoise:
-        """Stack along the batch axis."""
-        arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _take_rows(parts[0], slice(0, 0))}
-        return EpisodeNoise(requests=RequestBatch.concatenate([p.requests for p in parts]), **arrays)
+    def concatenate(parts: Sequence[EpisodeNoise], out: EpisodeNoise | None = None) -> EpisodeNoise:
+        """Stack along the batch axis; into ``out`` in place when it has the same layout (no new memory)."""
+        requests = RequestBatch.concatenate([p.requests for p in parts], out=None if out is None else out.requests)
+        names = list(_take_rows(parts[0], slice(0, 0)))
+        if (
+            out is None
+            or requests is not out.requests
+            or any(getattr(out, n).shape[1:] != getattr(parts[0], n).shape[1:] for n in names)
+        ):
+            return EpisodeNoise(requests=requests, **{n: np.concatenate([getattr(p, n) for p in parts]) for n in names})
+        for name in names:
+            np.concatenate([getattr(p, name) for p in parts], out=getattr(out, name))
+        return out
 
 
 def draw_noise(rng: np.random.Generator, num: int, config: EnvConfig, scenario: Scenario) -> EpisodeNoise:
@@ -230,8 +239,8 @@ class EpisodeStreams:
         if not len(envs):
             return
         blocks = [draw_noise(self.rngs[i], self.block_size, self.config, self.scenario) for i in envs]
-        if len(envs) == len(self.rngs):  # all envs, in order
-            self.noise = EpisodeNoise.concatenate(blocks)
+        if len(envs) == len(self.rngs):  # all envs, in order: into the old blocks' memory (nothing else holds it)
+            self.noise = EpisodeNoise.concatenate(blocks, out=self.noise)
         else:
             assert self.noise is not None
             merged = EpisodeNoise.concatenate([self.noise, *blocks])
@@ -260,7 +269,7 @@ class EpisodeStream:
             row, self._ready = 0, None
         if self._ready is None or not same_needs(self._ready.needs, needs):
             assert streams.noise is not None
-            rest = streams.noise.take(slice(row, None))
+            rest = streams.noise.take(np.arange(row, streams.block_size))  # a copy: the blocks' memory is reused
             self._ready, self._ready_from = materialise(rest, needs, streams.config, streams.scenario), row
         streams.cursor[0] = row + 1
         return self._ready, row - self._ready_from
@@ -426,13 +435,21 @@ def exact_swap_rewards(episodes: EpisodeBatch, rows: NDArray[np.int64], rankings
 
 
 def final_info(
-    episodes: EpisodeBatch, rows: NDArray[np.int64], rankings: NDArray[np.int64], config: EnvConfig, max_grade: int
+    episodes: EpisodeBatch,
+    rows: NDArray[np.int64],
+    rankings: NDArray[np.int64],
+    config: EnvConfig,
+    max_grade: int,
+    list_value: NDArray | None = None,
 ) -> dict[str, Any]:
     """Batched end-of-episode info of ``rows`` whose finished lists are ``rankings`` ``(F, K)``.
 
-    ``ranking`` and ``list_reward`` always; the rest only with ``info_level="full"``.
+    ``ranking`` and ``list_reward`` always; the rest only with ``info_level="full"``. ``list_value`` is f of the
+    lists on the reward labels where the caller has it already (:func:`list_metric` otherwise).
     """
-    info: dict[str, Any] = {"ranking": rankings.copy(), "list_reward": list_metric(episodes, rows, rankings, config.k)}
+    if list_value is None:
+        list_value = list_metric(episodes, rows, rankings, config.k)
+    info: dict[str, Any] = {"ranking": rankings.copy(), "list_reward": list_value}
     if config.info_level == "lean":
         return info
     truth, categories = episodes.relevance[rows], episodes.requests.category[rows]

@@ -26,6 +26,7 @@ from flexrec_env.core import (
 )
 from flexrec_env.metrics import discounts
 from flexrec_env.needs import Need
+from flexrec_env.swap import marginal_reward
 from scenarios import Request
 
 ObsType = dict[str, Any]
@@ -171,6 +172,7 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
         self._labels, self._observed = block.labels[row], block.observed[row]
         self._idcg, self._list_level = block.idcg[row], block.list_level[row]
         self._pool_gain = sum(self._gains)
+        self._dcg = 0.0  # DCG@k of the list so far on the reward labels: f of the list for an NDCG need is DCG / IDCG
         n, k = self.config.num_candidates, self.config.list_length
         self._is_placed = [False] * n
         # Row t of these is the placed mask / action mask before step t: a step writes only the rows after it, so the
@@ -211,6 +213,7 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
         self._is_placed[a] = True
         self._ranking.append(a)
         self._pool_gain = pool_gain
+        self._dcg += gain * discount
         self._placed_rows[t + 1 :, a] = 1
         self._mask_rows[t + 1 :, a] = 0
         obs = self._observation()
@@ -227,8 +230,9 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
         if terminated:
             self._done = True
             assert self._episodes is not None
-            ranking = np.array([self._ranking], dtype=np.int64)
-            info.update(unbatch(final_info(self._episodes, np.array([self._row]), ranking, config, self.scenario.max_grade)))
+            ranking, rows = np.array([self._ranking], dtype=np.int64), np.array([self._row])
+            ndcg = None if self._list_level else np.array([marginal_reward(self._dcg, 1.0, self._idcg)])
+            info.update(unbatch(final_info(self._episodes, rows, ranking, config, self.scenario.max_grade, ndcg)))
             reward = step_reward(config.reward_mode, swap, marginal, lambda: info["list_reward"])
         else:
             reward = step_reward(config.reward_mode, swap, marginal)

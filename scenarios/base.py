@@ -73,14 +73,40 @@ class RequestBatch:
         return same_extras and all(np.array_equal(mine[name], theirs[name]) for name in mine)
 
     @staticmethod
-    def concatenate(batches: Sequence[RequestBatch]) -> RequestBatch:
-        """Stack batches along the batch axis (histories are padded to the longest)."""
+    def concatenate(batches: Sequence[RequestBatch], out: RequestBatch | None = None) -> RequestBatch:
+        """Stack batches along the batch axis (histories are padded to the longest).
+
+        ``out``, a batch of the same layout, is filled in place and returned (no new memory), else a new batch.
+        """
         width = max(b.history.shape[1] for b in batches)
-        padded = [np.pad(b.history, ((0, 0), (0, width - b.history.shape[1])), constant_values=-1) for b in batches]
-        names = [f.name for f in fields(RequestBatch) if f.name not in ("history", "extras")]
-        arrays = {name: np.concatenate([getattr(b, name) for b in batches]) for name in names}
-        extras = {key: np.concatenate([b.extras[key] for b in batches]) for key in batches[0].extras}
-        return RequestBatch(history=np.concatenate(padded), extras=extras, **arrays)
+        total = sum(len(b) for b in batches)
+        if out is None or not _same_layout(out, batches[0], total, width):
+            history = np.full((total, width), -1, dtype=np.int64)
+            names = [f.name for f in fields(RequestBatch) if f.name not in ("history", "extras")]
+            arrays = {name: np.concatenate([getattr(b, name) for b in batches]) for name in names}
+            extras = {key: np.concatenate([b.extras[key] for b in batches]) for key in batches[0].extras}
+            out = RequestBatch(history=history, extras=extras, **arrays)
+        else:
+            for name, value in out._arrays().items():
+                if name != "history":
+                    np.concatenate([getattr(b, name) for b in batches], out=value)
+            for key, value in out.extras.items():
+                np.concatenate([b.extras[key] for b in batches], out=value)
+        start = 0
+        for b in batches:
+            rows, w = slice(start, start + len(b)), b.history.shape[1]
+            out.history[rows, :w], out.history[rows, w:] = b.history, -1
+            start += len(b)
+        return out
+
+
+def _same_layout(out: RequestBatch, like: RequestBatch, total: int, width: int) -> bool:
+    """Whether ``out`` can hold ``total`` requests shaped like ``like`` with histories of ``width``."""
+    mine, theirs = out._arrays(), like._arrays()
+    if len(out) != total or out.history.shape[1] != width or out.extras.keys() != like.extras.keys():
+        return False
+    pairs = [*((mine[n], theirs[n]) for n in mine if n != "history"), *((out.extras[k], like.extras[k]) for k in out.extras)]
+    return all(a.shape[1:] == b.shape[1:] and a.dtype == b.dtype for a, b in pairs)
 
 
 @dataclass(frozen=True)

@@ -150,10 +150,12 @@ class SyntheticScenario(Scenario):
         users = rng.integers(0, c.num_users, size=num_requests)  # (B,)
         periods = rng.integers(0, c.num_periods, size=num_requests)  # (B,)
         items = self._sample_candidates(rng, users, periods, num_candidates)  # (B, N)
-        signals = self._signals[periods[:, None], items]  # (B, N, 3)
-        features = np.concatenate([self._item_features[items], signals], axis=-1)  # (B, N, F)
+        # Gathers as np.take on raveled tables: several times faster than fancy indexing of the 2-d tables.
+        signals = np.take(self._signals.reshape(-1, 3), periods[:, None] * c.num_items + items, axis=0)  # (B, N, 3)
+        features = np.concatenate([np.take(self._item_features, items, axis=0), signals], axis=-1)  # (B, N, F)
         popularity, recent, freshness = signals[..., 0], signals[..., 1], signals[..., 2]  # (B, N) each
-        category = self.item_category[items]
+        category = np.take(self.item_category, items)
+        interest = np.take(self.interest, users[:, None] * c.num_items + items)  # (B, N)
         return RequestBatch(
             user_ids=users.astype(np.int64),
             times=periods.astype(np.float64),
@@ -165,7 +167,7 @@ class SyntheticScenario(Scenario):
             popularity=popularity,
             recent_popularity=recent,
             freshness=freshness,
-            interest=self.interest[users[:, None], items].astype(np.int64),
+            interest=interest.astype(np.int64),
         )
 
     def _sample_candidates(
@@ -178,7 +180,8 @@ class SyntheticScenario(Scenario):
             return alias_draw(self._alias_prob, self._alias, uniform[0], uniform[1], table=periods[rows])
 
         def accept(rows: NDArray[np.int64], draws: NDArray[np.int64]) -> NDArray[np.bool_]:
-            return rng.random(draws.shape, dtype=np.float32) < self._acceptance[users[rows, None], draws]
+            acceptance = np.take(self._acceptance, users[rows, None] * self.num_items + draws)  # (R, M)
+            return rng.random(draws.shape, dtype=np.float32) < acceptance
 
         try:
             items = successive_sample(len(users), num_candidates, propose, accept)
