@@ -190,7 +190,8 @@ class SyntheticScenario(Scenario):
                 f"the synthetic catalogue has too few eligible items for num_candidates={num_candidates}; "
                 f"increase num_items (now {self.num_items}) or lower num_candidates"
             ) from None
-        return rng.permuted(items, axis=1)  # position carries no information
+        shuffle = np.argsort(rng.random(items.shape), axis=1)  # position carries no information
+        return np.take_along_axis(items, shuffle, axis=1)
 
     def item_title(self, item_id: int) -> str:
         category = CATEGORY_NAMES[int(self.item_category[item_id])]
