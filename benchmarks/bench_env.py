@@ -3,16 +3,20 @@
     python benchmarks/bench_env.py            # the figures in the README
     python benchmarks/bench_env.py --quick    # a fast look
 
-Steps/s count item placements (env steps) including resets and the end-of-episode info; actions follow a fixed
-random permutation of the candidates (always valid, and the policy costs nothing). Each figure is the best of
+Steps/s count item placements (env steps) including resets and the end-of-episode info (full unless the line says
+lean); actions follow a fixed random permutation of the candidates (always valid, and the policy costs nothing).
+``benchmarks/bench_sardine.py`` puts these beside SARDINE's simulator. Each figure is the best of
 ``--repeats`` timed runs. The log section reads MovieTweetings 100K from ``--data`` (default
 ``$FLEXREC_SHARED/data/movietweetings-100k``, else ``../shared/data/movietweetings-100k``) and is skipped without it.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread: the figures are per core
+
+import argparse
 import platform
 import time
 import warnings
@@ -114,15 +118,21 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SHARED / "data" / "movietweetings-100k", help="MovieTweetings folder")
     args = parser.parse_args()
     scale = 0.1 if args.quick else 1.0
-    print(f"machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}, numpy {np.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}, numpy {np.__version__}, "
+        f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+    )
     print("\n## Environment steps/s (N=20, K=10; resets and end-of-episode info included)")
     for need in ("trending", "diverse"):
-        steps = int((100_000 if need == "trending" else 20_000) * scale)
-        rate = best_of(args.repeats, lambda need=need, steps=steps: single_env_steps_per_s(steps, need, 20, 10))
-        print(f"single env, need={need:<9}: {rate:>12,.0f} steps/s")
+        for level in ("full", "lean"):
+            steps = int((200_000 if need == "trending" else 20_000) * scale)
+            rate = best_of(
+                args.repeats, lambda need=need, st=steps, lv=level: single_env_steps_per_s(st, need, 20, 10, info_level=lv)
+            )
+            print(f"single env, need={need:<9}, {level} info: {rate:>12,.0f} steps/s")
     for num_envs in (256, 1024):
         for shared in (False, True):
-            steps = int(2_000_000 * scale) if shared else int(300_000 * scale)
+            steps = int(4_000_000 * scale)  # per-env streams: several blocks of 64 episodes per env
             rate = best_of(
                 args.repeats, lambda n=num_envs, s=shared, st=steps: vector_env_steps_per_s(st, n, "trending", 20, 10, s)
             )

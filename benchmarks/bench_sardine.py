@@ -3,6 +3,7 @@
     pip install --no-deps sardine-rec==1.0.8      # the optional benchmark dependency (pure Python, needs gymnasium)
     python benchmarks/bench_sardine.py             # the README figures
     python benchmarks/bench_sardine.py --quick     # a fast look
+    python benchmarks/bench_sardine.py --profile   # where FlexRec's time goes (cProfile, top lines by own time)
 
 SARDINE's ``sardine/SlateRerank-Static-v0`` re-ranks a slate of 10 items in one step: one ranked list per step.
 FlexRec-v0 places one item per step: with N=20 candidates and K=10 positions, one ranked list per 10 steps. Both
@@ -58,11 +59,37 @@ def vector_rate(steps: int, shared_rng: bool, info_level: str) -> float:
     return vector_env_steps_per_s(steps, 1024, "trending", N, K, shared_rng, info_level=info_level) / K
 
 
+def profile_runs(steps: int, lines: int = 8) -> None:
+    """cProfile's top lines (own time) for the lean single env and the lean vector env in both stream modes."""
+    import cProfile
+    import io
+    import pstats
+
+    runs = {
+        "single env, lean info": lambda: single_env_steps_per_s(steps // 4, "trending", N, K, "lean"),
+        "vector env, 1,024 envs, shared_rng=True, lean info": lambda: vector_rate(steps, True, "lean"),
+        "vector env, 1,024 envs, per-env streams, lean info": lambda: vector_rate(steps, False, "lean"),
+    }
+    root = str(Path(__file__).resolve().parents[1]) + "/"
+    for label, run in runs.items():
+        profiler = cProfile.Profile()
+        profiler.runcall(run)
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(lines)
+        table = out.getvalue()
+        table = table[table.index("   ncalls") :].replace(root, "")
+        print(f"## {label}\n{table.rstrip()}\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="budgets 10x smaller")
     parser.add_argument("--repeats", type=int, default=3, help="rounds; each figure is the best round")
+    parser.add_argument("--profile", action="store_true", help="profile the lean single env and 1,024-env runs instead")
     args = parser.parse_args()
+    if args.profile:
+        profile_runs(int(2_000_000 * (0.1 if args.quick else 1.0)))
+        return
     try:
         import sardine
     except ImportError:
