@@ -38,6 +38,7 @@ import numpy as np
 from agents.base import Agent, TrainableAgent
 from agents.evaluation import REPORTED_METRICS, evaluate, format_ci, mean_ci
 from agents.registry import AGENTS, make_agent
+from agents.settings import check_fields
 from agents.statistics import REPS, iqm, paired_comparison, stratified_bootstrap_ci
 from agents.statistics import mean as overall_mean
 from flexrec_env.needs import held_out_needs, training_needs
@@ -105,13 +106,10 @@ class BenchmarkConfig:
     """Evaluation episodes per need and cell."""
 
     def __post_init__(self) -> None:
+        check_fields(self, {"seeds": ">= 1", "steps": ">= 1", "episodes": ">= 1"})
         unknown = sorted(set(self.agents) - set(ENTRIES) - set(DERIVED))
         if unknown:
             raise ValueError(f"unknown benchmark agent(s) {unknown}; allowed: {[*ENTRIES, *DERIVED]}")
-        for name in ("seeds", "steps", "episodes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}; allowed: an integer >= 1")
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchmarkConfig:

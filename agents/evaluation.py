@@ -18,6 +18,7 @@ import numpy as np
 
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
 from agents.base import Agent, play_episode
+from agents.settings import check_value
 from flexrec_env.needs import Need, resolve_needs
 
 #: The metrics reported by default, in table order.
@@ -79,8 +80,7 @@ def evaluate(
     ``env_kwargs`` are ``gym.make("FlexRec-v0", ...)`` arguments (the need is set per evaluation); ``needs``
     defaults to the env's ``need`` argument.
     """
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"episodes={episodes!r}; allowed: an integer >= 1")
+    check_value("episodes", episodes, int, ">= 1")
     env_kwargs = dict(env_kwargs or {})
     chosen = resolve_needs(needs if needs is not None else env_kwargs.pop("need", "interest"))
     env_kwargs.pop("need", None)

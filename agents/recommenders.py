@@ -41,6 +41,7 @@ from tqdm import tqdm
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
 from agents.base import TrainableAgent
 from agents.checkpoints import load_checkpoint, save_checkpoint
+from agents.settings import check_fields
 from scenarios import Request
 
 logger = logging.getLogger(__name__)
@@ -55,22 +56,6 @@ NEGATIVE_REDRAWS = 50
 
 # --------------------------------------------------------------------------------------------------------------------
 # Settings.
-
-
-def _require_int(config: object, names: tuple[str, ...], low: int = 1) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name}={value!r}; allowed: an integer >= {low}")
-
-
-def _require_number(config: object, name: str, low: float, high: float, low_open: bool, high_open: bool) -> None:
-    value = getattr(config, name)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"{name}={value!r}; allowed: a number in {interval}")
 
 
 @dataclass(frozen=True)
@@ -88,9 +73,7 @@ class BPRConfig:
     """Triples per update."""
 
     def __post_init__(self) -> None:
-        _require_int(self, ("dim", "batch_size"))
-        _require_number(self, "lr", 0.0, 1.0, low_open=True, high_open=True)
-        _require_number(self, "reg", 0.0, math.inf, low_open=False, high_open=True)
+        check_fields(self, {"dim": ">= 1", "lr": "(0, 1)", "reg": ">= 0", "batch_size": ">= 1"})
 
 
 @dataclass(frozen=True)
@@ -115,9 +98,18 @@ class SASRecConfig:
     """History windows per update."""
 
     def __post_init__(self) -> None:
-        _require_int(self, ("dim", "layers", "heads", "max_len", "batch_size"))
-        _require_number(self, "dropout", 0.0, 1.0, low_open=False, high_open=True)
-        _require_number(self, "lr", 0.0, 1.0, low_open=True, high_open=True)
+        check_fields(
+            self,
+            {
+                "dim": ">= 1",
+                "layers": ">= 1",
+                "heads": ">= 1",
+                "max_len": ">= 1",
+                "dropout": "[0, 1)",
+                "lr": "(0, 1)",
+                "batch_size": ">= 1",
+            },
+        )
         if self.dim % self.heads:
             raise ValueError(f"dim={self.dim} is not divisible by heads={self.heads}; allowed: heads that divide dim")
 

@@ -18,7 +18,7 @@ import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -39,6 +39,7 @@ from torch import nn
 from tqdm import tqdm
 
 from agents.base import TrainableAgent, training_env_kwargs
+from agents.settings import check_fields
 from flexrec_env.vector_env import FlexRecVectorEnv
 
 logger = logging.getLogger(__name__)
@@ -255,29 +256,23 @@ class SB3Config:
     """Further keyword arguments for the stable-baselines3 algorithm."""
 
     def __post_init__(self) -> None:
-        if self.algorithm not in get_args(Algorithm):
-            raise ValueError(f"algorithm={self.algorithm!r}; allowed: {list(get_args(Algorithm))}")
-        for name in (
-            "num_envs",
-            "hidden",
-            "n_steps",
-            "batch_size",
-            "n_epochs",
-            "buffer_size",
-            "target_update_interval",
-            "eval_episodes",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}; allowed: an integer >= 1")
-        if not 0 < self.learning_rate < 1:
-            raise ValueError(f"learning_rate={self.learning_rate!r}; allowed: a number in (0, 1)")
-        if not 0 <= self.gamma <= 1:
-            raise ValueError(f"gamma={self.gamma!r}; allowed: a number in [0, 1]")
-        if not 0 < self.exploration_fraction <= 1:
-            raise ValueError(f"exploration_fraction={self.exploration_fraction!r}; allowed: a number in (0, 1]")
-        if self.eval_every < 0 or self.learning_starts < 0 or self.ent_coef < 0:
-            raise ValueError("eval_every, learning_starts and ent_coef must be >= 0")
+        ranges = {
+            "num_envs": ">= 1",
+            "learning_rate": "(0, 1)",
+            "gamma": "[0, 1]",
+            "hidden": ">= 1",
+            "n_steps": ">= 1",
+            "batch_size": ">= 1",
+            "n_epochs": ">= 1",
+            "ent_coef": ">= 0",
+            "buffer_size": ">= 1",
+            "learning_starts": ">= 0",
+            "exploration_fraction": "(0, 1]",
+            "target_update_interval": ">= 1",
+            "eval_every": ">= 0",
+            "eval_episodes": ">= 1",
+        }
+        check_fields(self, ranges)
 
     def algorithm_kwargs(self) -> dict[str, Any]:
         common = {"learning_rate": self.learning_rate, "gamma": self.gamma, "batch_size": self.batch_size}

@@ -23,8 +23,8 @@ from agents.base import Agent, TrainableAgent, training_env_kwargs
 from agents.checkpoints import load_checkpoint, save_checkpoint
 from agents.critic import CRITIC_SETTINGS, CriticConfig, CriticLearner, critic_settings
 from agents.policy import RankingInputs, candidate_context
+from agents.settings import check_fields
 from scenarios import Request
-from scenarios.tools import check_settings
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +63,7 @@ class SupervisedConfig:
     def __post_init__(self) -> None:
         if isinstance(self.critic, dict):
             object.__setattr__(self, "critic", CriticConfig(**self.critic))
-        whole = {
-            name: not isinstance(getattr(self, name), bool) and isinstance(getattr(self, name), int)
-            for name in ("group_size", "epochs")
-        }
-        check_settings(self, {name: ok and getattr(self, name) >= 1 for name, ok in whole.items()}, "integers >= 1")
+        check_fields(self, {"group_size": ">= 1", "epochs": ">= 1"})
 
 
 def collect_feedback(

@@ -47,10 +47,9 @@ import torch
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from agents.advantages import ESTIMATORS, USES_CRITIC, WEIGHTS, Estimator, Rewards, Weight, position_weights
+from agents.advantages import ESTIMATORS, USES_CRITIC, Estimator, Rewards, Weight, position_weights
 from agents.base import training_env_kwargs
 from agents.critic import (
-    COMPLETIONS,
     Completion,
     CriticConfig,
     CriticLearner,
@@ -60,9 +59,9 @@ from agents.critic import (
     gain_moments,
 )
 from agents.policy import RankingInputs, RankingPolicy
+from agents.settings import check_fields
 from flexrec_env.swap import swap_rewards_generic
 from flexrec_env.vector_env import FlexRecVectorEnv
-from scenarios.tools import check_settings
 
 logger = logging.getLogger(__name__)
 
@@ -119,32 +118,22 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         if isinstance(self.critic, dict):  # from a config file
             object.__setattr__(self, "critic", CriticConfig(**self.critic))
-        checks = {
-            "advantage": self.advantage in ESTIMATORS,
-            "group_size": self.group_size >= 2,
-            "requests_per_batch": self.requests_per_batch >= 1,
-            "epochs": self.epochs >= 1,
-            "minibatch_requests": self.minibatch_requests >= 1,
-            "learning_rate": self.learning_rate > 0,
-            "clip": self.clip > 0,
-            "kl_coef": self.kl_coef is None or self.kl_coef >= 0,
-            "reference_sync_every": self.reference_sync_every >= 0,
-            "entropy_coef": self.entropy_coef >= 0,
-            "max_grad_norm": self.max_grad_norm > 0,
-            "position_weight": self.position_weight in ("discount", "uniform"),
-            "completion": self.completion in COMPLETIONS,
-            "weight": self.weight in WEIGHTS,
-            "weight_temperature": self.weight_temperature > 0,
-            "critic_prior": isinstance(self.critic_prior, bool),
-            "eval_every": self.eval_every >= 0,
-            "eval_episodes": self.eval_episodes >= 1,
+        ranges = {
+            "group_size": ">= 2",
+            "requests_per_batch": ">= 1",
+            "epochs": ">= 1",
+            "minibatch_requests": ">= 1",
+            "learning_rate": "> 0",
+            "clip": "> 0",
+            "kl_coef": ">= 0",
+            "reference_sync_every": ">= 0",
+            "entropy_coef": ">= 0",
+            "max_grad_norm": "> 0",
+            "weight_temperature": "> 0",
+            "eval_every": ">= 0",
+            "eval_episodes": ">= 1",
         }
-        check_settings(
-            self,
-            checks,
-            f"advantage in {list(ESTIMATORS)}, completion in {list(COMPLETIONS)}, weight in {list(WEIGHTS)}, "
-            "group_size >= 2, positive sizes and rates (see TrainerConfig's field docs)",
-        )
+        check_fields(self, ranges)
 
     @property
     def uses_critic(self) -> bool:
