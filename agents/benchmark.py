@@ -25,8 +25,6 @@ an interrupted run resumes where it stopped. The report (:func:`summarise`, :fun
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from agents.base import Agent, TrainableAgent
+from agents.checkpoints import atomic_write
 from agents.evaluation import REPORTED_METRICS, evaluate, format_ci, mean_ci
 from agents.registry import AGENTS, make_agent
 from agents.settings import check_fields
@@ -122,16 +121,8 @@ class BenchmarkConfig:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (a temporary file moved into place): an interrupted run leaves no half-written cell."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(data, handle, indent=1)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    """Write JSON atomically (:func:`~agents.checkpoints.atomic_write`): an interrupted run leaves no half-written cell."""
+    atomic_write(path, lambda temporary: temporary.write_text(json.dumps(data, indent=1)))
 
 
 def learning_curve(agent: Agent) -> list[tuple[int, float]]:

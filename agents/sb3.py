@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from agents.base import TrainableAgent, training_env_kwargs
+from agents.checkpoints import atomic_write
 from agents.settings import check_fields
 from flexrec_env.vector_env import FlexRecVectorEnv
 
@@ -383,19 +382,15 @@ class SB3Agent(TrainableAgent):
     def save(self, path: Path) -> None:
         if self.model is None:
             raise RuntimeError("nothing to save: the agent has not been trained")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        model = self.model
         meta = {"agent": "sb3", "config": asdict(self.config), "env_kwargs": self.env_kwargs, "eval_history": self.eval_history}
-        descriptor, temporary = tempfile.mkstemp(suffix=".zip", dir=path.parent)
-        os.close(descriptor)
-        try:
-            self.model.save(temporary)
+
+        def write(temporary: Path) -> None:
+            model.save(temporary)
             with zipfile.ZipFile(temporary, "a") as archive:
                 archive.writestr("flexrec.json", json.dumps(meta, default=str))
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+
+        atomic_write(path, write)
 
     @classmethod
     def load(cls, path: Path) -> SB3Agent:
