@@ -126,11 +126,9 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def learning_curve(agent: Agent) -> list[tuple[int, float]]:
-    """(steps, true NDCG@5) at the evaluation points of a training run, for the agents that record them."""
-    history = getattr(agent, "history", None)
-    if history:
-        return [(int(row["steps"]), float(row["eval/NDCG@5"])) for row in history if "eval/NDCG@5" in row]
-    return [(int(s), float(v)) for s, v in getattr(agent, "eval_history", [])]
+    """(steps, true NDCG@5) at the evaluation points of a training run (:attr:`TrainableAgent.eval_history`)."""
+    history = agent.eval_history if isinstance(agent, TrainableAgent) else []
+    return [(int(row["steps"]), float(row["NDCG@5"])) for row in history]
 
 
 def source_of(name: str) -> str:

@@ -208,10 +208,10 @@ class HistoryRecommender(TrainableAgent, Generic[ConfigT]):
     config_class: ClassVar[type[Any]]
 
     def __init__(self, config: ConfigT | None = None, seed: int | None = None, **overrides: Any) -> None:
+        super().__init__()
         base = asdict(config) if config is not None else {}
         self.config: ConfigT = self.config_class(**{**base, **overrides})
         self.default_seed = seed
-        """Seed of :meth:`learn` when it is called without one (0 if this is ``None`` too)."""
         self.model: nn.Module | None = None
         self.dims: dict[str, int] = {}
         """The model's sizes (``num_users``, ``num_items``, ...), as the training data set them."""
@@ -246,14 +246,9 @@ class HistoryRecommender(TrainableAgent, Generic[ConfigT]):
 
     # The shared part.
 
-    def learn(
-        self, env_kwargs: dict[str, Any], total_steps: int, seed: int | None = None, logdir: Path | None = None
-    ) -> HistoryRecommender[ConfigT]:
-        """Fit on the histories of the env's scenario, ``total_steps`` training examples in all; returns self."""
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps={total_steps!r}; allowed: an integer >= 1")
-        seed = seed if seed is not None else (self.default_seed or 0)
-        self.env_kwargs = dict(env_kwargs)
+    def _learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None) -> None:
+        """Fit on the histories of the env's scenario, ``total_steps`` training examples in all."""
+        self.env_kwargs = env_kwargs
         env = gym.make("FlexRec-v0", **self.env_kwargs)
         scenario = env.unwrapped.scenario  # type: ignore[attr-defined]
         env.close()
@@ -271,7 +266,6 @@ class HistoryRecommender(TrainableAgent, Generic[ConfigT]):
             self.dims = self._dims(histories, num_users, num_items)
             self.model = self._build_model(self.dims)
             self._fit(self._training_data(histories), np.random.default_rng(seed), total_steps, logdir)
-        return self
 
     def _fit(self, data: Any, rng: np.random.Generator, total_steps: int, logdir: Path | None) -> None:
         assert self.model is not None

@@ -312,24 +312,18 @@ class ProgressCallback(BaseCallback):
 
 
 class TrueMetricsCallback(BaseCallback):
-    """Every ``every`` steps, evaluate on the true relevance and log ``eval/NDCG@5`` and ``eval/Recall@5``."""
+    """Every ``every`` steps, evaluate on the true relevance (:meth:`SB3Agent.evaluate_during_training`) and log it."""
 
     def __init__(self, agent: SB3Agent, env_kwargs: dict[str, Any], every: int, episodes: int) -> None:
         super().__init__()
         self.agent, self.env_kwargs, self.every, self.episodes = agent, env_kwargs, every, episodes
         self.next_at = every
-        self.history: list[tuple[int, float]] = []
 
     def _on_step(self) -> bool:
         if self.every and self.num_timesteps >= self.next_at:
             self.next_at += self.every
-            from agents.evaluation import evaluate
-
-            result = evaluate(self.agent, self.env_kwargs, episodes=self.episodes, seed=10_000, metrics=("NDCG@5", "Recall@5"))
-            for metric in ("NDCG@5", "Recall@5"):
-                values = [np.mean(v[metric]) for v in result.values.values()]
-                self.logger.record(f"eval/{metric}", float(np.mean(values)))
-            self.history.append((self.num_timesteps, float(np.mean([np.mean(v["NDCG@5"]) for v in result.values.values()]))))
+            for metric, value in self.agent.evaluate_during_training(self.env_kwargs, self.num_timesteps, self.episodes).items():
+                self.logger.record(f"eval/{metric}", value)
             self.logger.dump(self.num_timesteps)
         return True
 
@@ -341,14 +335,12 @@ class SB3Agent(TrainableAgent):
         self.config = (
             config if config is not None and not overrides else SB3Config(**{**asdict(config or SB3Config()), **overrides})
         )
+        super().__init__()
         self.name = self.config.algorithm
         self.model: BaseAlgorithm | None = None
         self.env_kwargs: dict[str, Any] = {}
-        self.eval_history: list[tuple[int, float]] = []
 
-    def learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int = 0, logdir: Path | None = None) -> SB3Agent:
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps={total_steps!r}; allowed: an integer >= 1")
+    def _learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None) -> None:
         c = self.config
         algorithm, policy = ALGORITHMS[c.algorithm]
         self.env_kwargs = dict(env_kwargs)
@@ -365,9 +357,7 @@ class SB3Agent(TrainableAgent):
         evaluation = TrueMetricsCallback(self, self.env_kwargs, c.eval_every, c.eval_episodes)
         callbacks = CallbackList([ProgressCallback(total_steps, f"train {c.algorithm}"), evaluation])
         self.model.learn(total_timesteps=total_steps, callback=callbacks, tb_log_name=c.algorithm)
-        self.eval_history = evaluation.history
         venv.close()
-        return self
 
     def act(self, observation: dict[str, Any], env: gym.Env) -> int:
         if self.model is None:
@@ -398,7 +388,10 @@ class SB3Agent(TrainableAgent):
         agent = cls(SB3Config(**meta["config"]))
         algorithm, _ = ALGORITHMS[agent.config.algorithm]
         agent.model = algorithm.load(str(path), device=agent.config.device)
-        agent.env_kwargs, agent.eval_history = meta["env_kwargs"], [tuple(x) for x in meta.get("eval_history", [])]
+        agent.env_kwargs = meta["env_kwargs"]
+        # rows of evaluate_during_training; older checkpoints kept (steps, NDCG@5) pairs
+        rows = meta.get("eval_history", [])
+        agent.eval_history = [row if isinstance(row, dict) else {"steps": row[0], "NDCG@5": row[1]} for row in rows]
         return agent
 
 

@@ -59,7 +59,7 @@ from agents.critic import (
     gain_moments,
 )
 from agents.policy import RankingInputs, RankingPolicy
-from agents.settings import check_fields
+from agents.settings import check_fields, check_value
 from flexrec_env.swap import swap_rewards_generic
 from flexrec_env.vector_env import FlexRecVectorEnv
 
@@ -192,7 +192,7 @@ class FlexRecTrainer:
         config: TrainerConfig | None = None,
         logdir: Path | None = None,
         seed: int = 0,
-        evaluate: Callable[[], dict[str, float]] | None = None,
+        evaluate: Callable[[int], dict[str, float]] | None = None,
     ) -> None:
         from accelerate import Accelerator, DistributedDataParallelKwargs
 
@@ -435,9 +435,13 @@ class FlexRecTrainer:
     # Loop ----------------------------------------------------------------------------------------------------------
 
     def train(self, total_steps: int, progress: bool = True) -> list[dict[str, float]]:
-        """Iterate until ``total_steps`` environment steps (item placements); returns the logged rows."""
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps={total_steps!r}; allowed: an integer >= 1")
+        """Iterate until ``total_steps`` environment steps (item placements); returns the logged rows.
+
+        A row per iteration: the batch's statistics and the update's (``reward/...``, ``train/...``, ``critic/...``),
+        ``steps``, and, at every ``eval_every`` steps, ``eval/<metric>`` from the ``evaluate`` callable (given the
+        steps so far).
+        """
+        check_value("total_steps", total_steps, int, ">= 1")
         history: list[dict[str, float]] = []
         next_eval = self.config.eval_every or math.inf
         started = time.perf_counter()
@@ -452,7 +456,7 @@ class FlexRecTrainer:
                 self.reference.load_state_dict(self.unwrapped_policy.state_dict())
             if self.evaluate is not None and self.steps >= next_eval:
                 next_eval += self.config.eval_every
-                row.update({f"eval/{key}": value for key, value in self.evaluate().items()})
+                row.update({f"eval/{key}": value for key, value in self.evaluate(self.steps).items()})
             row["time/steps_per_second"] = self.steps / (time.perf_counter() - started)
             history.append(row)
             self.log(row)

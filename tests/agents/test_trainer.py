@@ -77,11 +77,14 @@ def test_flexrec_agent_learns_and_round_trips(tmp_path):
     trained = np.mean(evaluate(agent, easy, episodes=100).values["interest"]["NDCG@5"])
     random = np.mean(evaluate(RandomAgent(0), easy, episodes=100).values["interest"]["NDCG@5"])
     assert trained > random + 0.1, (trained, random)
-    assert any("eval/NDCG@5" in row for row in agent.history) and list(tmp_path.glob("events.out.tfevents.*"))
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+    logged = [(row["steps"], row["eval/NDCG@5"]) for row in agent.history if "eval/NDCG@5" in row]  # TensorBoard's
+    assert logged and logged == [(row["steps"], row["NDCG@5"]) for row in agent.eval_history]
     path = tmp_path / "flexrec.ckpt"
     agent.save(path)
     reloaded = load_agent(path)
     assert isinstance(reloaded, FlexRecAgent) and reloaded.trainer_config == agent.trainer_config
+    assert reloaded.eval_history == agent.eval_history
     again = np.mean(evaluate(reloaded, easy, episodes=100).values["interest"]["NDCG@5"])
     assert again == trained
 
@@ -177,3 +180,24 @@ def test_diverse_rewards_use_the_critic_completed_gains():
     completed = completed_with_every_label_known(t)
     assert np.abs(completed.swap_rewards).sum() > 0
     np.testing.assert_allclose(completed.critic_rewards, completed.swap_rewards, atol=1e-12)
+
+
+def test_every_epoch_draws_its_own_minibatch_order(monkeypatch):
+    """The minibatch order is drawn anew for every epoch, from a generator seeded once: epochs differ, runs repeat."""
+    orders: list[list[int]] = []
+    draw = torch.randperm
+
+    def recorded(*args, **kwargs):
+        order = draw(*args, **kwargs)
+        orders.append(order.tolist())
+        return order
+
+    monkeypatch.setattr(torch, "randperm", recorded)
+    for _ in range(2):
+        t = make_trainer(requests_per_batch=8, epochs=3)
+        t.update(t.collect())
+        t.update(t.collect())
+    first_run, second_run = orders[:6], orders[6:]
+    assert len(first_run) == len(second_run) == 6 and all(sorted(order) == list(range(8)) for order in orders)
+    assert len({tuple(order) for order in first_run}) == 6, "every epoch of every iteration has its own order"
+    assert first_run == second_run, "the orders follow from the seed"
