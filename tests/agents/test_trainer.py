@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from agents.advantages import Rewards
 from agents.baselines import RandomAgent
-from agents.cli import main
 from agents.evaluation import evaluate
 from agents.flexrec import FlexRecAgent
 from agents.policy import RankingInputs, TransformerPolicyConfig, TransformerRankingPolicy
@@ -100,25 +98,6 @@ def test_bad_settings_name_the_value():
         TrainerConfig(group_size=1)
     with pytest.raises(RuntimeError, match="untrained"):
         FlexRecAgent().save(__import__("pathlib").Path("never.ckpt"))
-
-
-def test_cli_trains_flexrec_and_evaluate_reproduces_it(tmp_path):
-    runner = CliRunner()
-    out = tmp_path / "f.ckpt"
-    args = ["train", "--advantage", "flexrec", "--need", "interest", "--steps", "640", "--episodes", "5"]
-    args += ["--env-arg", "num_candidates=8", "--env-arg", "list_length=4", "--logdir", str(tmp_path), "--out", str(out)]
-    args += ["--set", "requests_per_batch=4", "--set", "eval_every=0", "--set", "dim=16"]
-    result = runner.invoke(main, args)
-    assert result.exit_code == 0, result.output
-    assert out.is_file() and list((tmp_path / "flexrec-seed0").glob("events.out.tfevents.*"))
-    trained_line = next(line for line in result.output.splitlines() if line.startswith("interest"))
-    result = runner.invoke(
-        main, ["evaluate", "--checkpoint", str(out), "--need", "interest", "--episodes", "5", "--seed", "1000000"]
-    )
-    assert result.exit_code == 0, result.output
-    assert next(line for line in result.output.splitlines() if line.startswith("interest")) == trained_line
-    result = runner.invoke(main, ["train", "--agent", "random", "--advantage", "swap"])
-    assert result.exit_code != 0 and "--advantage applies to the flexrec agents" in result.output
 
 
 def test_flexrec_reads_the_reward_labels_the_env_was_asked_for():
