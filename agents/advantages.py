@@ -2,7 +2,8 @@ r"""Advantage estimators of the FlexRec trainer: pure functions of a group's rew
 
 A batch holds B requests, G sampled rankings per request (a *group*) and K positions per ranking. Every estimator
 gives each position of each ranking an advantage ``A[b, g, t]`` from a :class:`Rewards` record; they are looked up
-by name in :data:`ESTIMATORS`:
+by name in :data:`ESTIMATORS`, whose keys are the choices of :data:`Estimator` (the trainer's ``advantage``
+setting and the command line's ``--advantage`` read them from there):
 
 ``list`` (GRPO)
     One list reward ``R[b, g]`` (the need's metric on the feedback labels) per ranking, normalised across its
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
@@ -104,15 +105,17 @@ def flexrec_advantages(rewards: Rewards, weight: Weight = "shrinkage", temperatu
     return weights * group_normalise(rewards.critic_rewards), weights
 
 
-#: Estimators by name: ``(rewards, weight, temperature) -> (advantages (B, G, K), weights (B, G, K))``.
-ESTIMATORS: dict[str, Callable[[Rewards, Weight, float], tuple[FloatArray, FloatArray]]] = {
+EstimatorFn = Callable[[Rewards, Weight, float], tuple[FloatArray, FloatArray]]
+"""``(rewards, weight, temperature) -> (advantages (B, G, K), weights (B, G, K))``."""
+#: Estimators by name (one per choice of :data:`Estimator`).
+ESTIMATORS: dict[Estimator, EstimatorFn] = {
     "list": list_advantages,
     "swap": swap_advantages,
     "flexrec": flexrec_advantages,
 }
 #: Estimators that need the critic.
-USES_CRITIC = frozenset({"flexrec"})
-WEIGHTS: tuple[Weight, ...] = ("shrinkage", "sigmoid", "none")
+USES_CRITIC: frozenset[Estimator] = frozenset({"flexrec"})
+WEIGHTS: tuple[Weight, ...] = get_args(Weight)
 
 
 def position_weights(length: int, k: int, form: Literal["discount", "uniform"] = "discount") -> FloatArray:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
+from agents.settings import check_value
 from scenarios import Request
 
 
@@ -61,12 +62,53 @@ class Agent:
         return f"{type(self).__name__}()"
 
 
+#: The evaluations during training: these metrics, episode i of each need played with seed ``TRAINING_EVAL_SEED + i``.
+TRAINING_EVAL_METRICS = ("NDCG@5", "Recall@5")
+TRAINING_EVAL_SEED = 10_000
+
+
 class TrainableAgent(Agent, abc.ABC):
-    """An agent with parameters: ``learn`` from an environment, ``save`` to and ``load`` from a path."""
+    """An agent with parameters: ``learn`` from an environment, ``save`` to and ``load`` from a path.
+
+    :meth:`learn` is the one entry point: it checks the budget, starts a fresh :attr:`eval_history` and calls the
+    subclass's :meth:`_learn`, which trains and may record evaluations with :meth:`evaluate_during_training`.
+    """
+
+    default_seed: int | None = None
+    """Seed of :meth:`learn` when it is called without one (0 if this is ``None`` too)."""
+
+    def __init__(self) -> None:
+        self.eval_history: list[dict[str, float]] = []
+        """The evaluations on the true relevance during the last training run, one row each: ``{"steps": environment
+        steps so far, "NDCG@5": ..., "Recall@5": ...}``, every metric the mean over the training needs (see
+        :meth:`evaluate_during_training`). Empty for agents that do not evaluate while they train."""
+
+    def learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int | None = None, logdir: Path | None = None) -> Self:
+        """Train on ``gym.make("FlexRec-v0", **env_kwargs)`` for ``total_steps`` environment steps; returns self.
+
+        ``seed`` defaults to :attr:`default_seed`; TensorBoard events go to ``logdir`` when it is given.
+        """
+        check_value("total_steps", total_steps, int, ">= 1")
+        self.eval_history = []
+        self._learn(dict(env_kwargs), total_steps, seed if seed is not None else self.default_seed or 0, logdir)
+        return self
 
     @abc.abstractmethod
-    def learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int = 0, logdir: Path | None = None) -> TrainableAgent:
-        """Train on ``gym.make("FlexRec-v0", **env_kwargs)`` for ``total_steps`` environment steps; returns self."""
+    def _learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None) -> None:
+        """Train (the budget is already checked)."""
+
+    def evaluate_during_training(self, env_kwargs: dict[str, Any], steps: int, episodes: int) -> dict[str, float]:
+        """Evaluate the agent as it ranks now and append the row to :attr:`eval_history`; returns the metrics.
+
+        ``episodes`` episodes of each of ``env_kwargs["need"]`` (seeds ``TRAINING_EVAL_SEED + i``); each of
+        :data:`TRAINING_EVAL_METRICS` is averaged over the episodes, then over the needs.
+        """
+        from agents.evaluation import evaluate
+
+        result = evaluate(self, env_kwargs, episodes=episodes, seed=TRAINING_EVAL_SEED, metrics=TRAINING_EVAL_METRICS)
+        row = {m: float(np.mean([np.mean(values[m]) for values in result.values.values()])) for m in TRAINING_EVAL_METRICS}
+        self.eval_history.append({"steps": float(steps), **row})
+        return row
 
     @abc.abstractmethod
     def save(self, path: Path) -> None:

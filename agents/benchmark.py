@@ -25,8 +25,6 @@ an interrupted run resumes where it stopped. The report (:func:`summarise`, :fun
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,8 +34,10 @@ from typing import Any
 import numpy as np
 
 from agents.base import Agent, TrainableAgent
+from agents.checkpoints import atomic_write
 from agents.evaluation import REPORTED_METRICS, evaluate, format_ci, mean_ci
 from agents.registry import AGENTS, make_agent
+from agents.settings import check_fields
 from agents.statistics import REPS, iqm, paired_comparison, stratified_bootstrap_ci
 from agents.statistics import mean as overall_mean
 from flexrec_env.needs import held_out_needs, training_needs
@@ -105,13 +105,10 @@ class BenchmarkConfig:
     """Evaluation episodes per need and cell."""
 
     def __post_init__(self) -> None:
+        check_fields(self, {"seeds": ">= 1", "steps": ">= 1", "episodes": ">= 1"})
         unknown = sorted(set(self.agents) - set(ENTRIES) - set(DERIVED))
         if unknown:
             raise ValueError(f"unknown benchmark agent(s) {unknown}; allowed: {[*ENTRIES, *DERIVED]}")
-        for name in ("seeds", "steps", "episodes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}; allowed: an integer >= 1")
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchmarkConfig:
@@ -124,24 +121,14 @@ class BenchmarkConfig:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (a temporary file moved into place): an interrupted run leaves no half-written cell."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(data, handle, indent=1)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    """Write JSON atomically (:func:`~agents.checkpoints.atomic_write`): an interrupted run leaves no half-written cell."""
+    atomic_write(path, lambda temporary: temporary.write_text(json.dumps(data, indent=1)))
 
 
 def learning_curve(agent: Agent) -> list[tuple[int, float]]:
-    """(steps, true NDCG@5) at the evaluation points of a training run, for the agents that record them."""
-    history = getattr(agent, "history", None)
-    if history:
-        return [(int(row["steps"]), float(row["eval/NDCG@5"])) for row in history if "eval/NDCG@5" in row]
-    return [(int(s), float(v)) for s, v in getattr(agent, "eval_history", [])]
+    """(steps, true NDCG@5) at the evaluation points of a training run (:attr:`TrainableAgent.eval_history`)."""
+    history = agent.eval_history if isinstance(agent, TrainableAgent) else []
+    return [(int(row["steps"]), float(row["NDCG@5"])) for row in history]
 
 
 def source_of(name: str) -> str:

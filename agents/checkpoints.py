@@ -23,7 +23,7 @@ FORMAT = "flexrec-checkpoint-v2"
 RETIRED = {"flexrec-checkpoint-v1": "it predates the categorical critic and the policy's prior (issue 11); train again"}
 
 
-def write_file(path: str | Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     """``write(temporary)`` fills a temporary file beside ``path``, which then replaces ``path`` in one rename.
 
     An error in ``write`` (a failed check included) leaves ``path`` as it was and no temporary file behind.
@@ -42,7 +42,7 @@ def write_file(path: str | Path, write: Callable[[Path], None]) -> None:
 
 def save_checkpoint(path: str | Path, kind: str, payload: dict[str, Any]) -> None:
     """Write ``payload`` as a checkpoint of agent ``kind`` to ``path``, atomically."""
-    write_file(path, lambda temporary: torch.save({"format": FORMAT, "kind": kind, **payload}, temporary))
+    atomic_write(path, lambda temporary: torch.save({"format": FORMAT, "kind": kind, **payload}, temporary))
 
 
 def write_folder(folder: str | Path, write: Callable[[Path], None], replace: bool = True) -> bool:

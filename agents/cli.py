@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-import gymnasium as gym
 from tqdm import tqdm
 
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
 from agents.advantages import ESTIMATORS
-from agents.base import Agent, TrainableAgent, is_main_process, play_episode
+from agents.base import Agent, TrainableAgent, is_main_process
 from agents.baselines import NeedAwareHeuristic, RandomAgent
-from agents.evaluation import Evaluation, evaluate, format_ci, mean_ci
+from agents.evaluation import Evaluation, evaluate, need_table
 from agents.flexrec import PolicyAgent
 from agents.language_models import dequantized_copy, is_gguf
 from agents.llm import FlexRecLLMAgent
@@ -64,7 +63,9 @@ scenario_arg_option = click.option(
 
 
 @main.command()
-@click.option("--episodes", default=300, show_default=True, help="Evaluation episodes per need and agent.")
+@click.option(
+    "--episodes", default=300, show_default=True, type=click.IntRange(min=1), help="Evaluation episodes per need and agent."
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of the first episode; episode i uses seed + i.")
 @scenario_option
 @scenario_arg_option
@@ -77,35 +78,23 @@ def quickstart(episodes: int, seed: int, scenario: str, scenario_args: tuple[str
       flexrec-agent quickstart --episodes 100
       flexrec-agent quickstart --scenario movietweetings --scenario-arg path=../shared/data/movietweetings-100k
     """
-    if episodes < 1:
-        raise click.BadParameter(f"{episodes}; allowed: an integer >= 1", param_hint="--episodes")
     agents: list[Agent] = [RandomAgent(seed), NeedAwareHeuristic()]
     try:
         resolve_scenario(scenario, parse_scenario_args(scenario_args))  # registers the scenario's own needs
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise click.BadParameter(str(error), param_hint="--scenario") from error
     needs = list(registered_needs().values())
-    results: dict[str, dict[str, list[float]]] = {}
-    with tqdm(total=len(needs) * len(agents) * episodes, desc="quickstart", unit="episode") as bar:
-        for need in needs:
-            env = gym.make("FlexRec-v0", need=need.name, scenario=scenario, scenario_kwargs=parse_scenario_args(scenario_args))
-            for agent in agents:
-                agent.seed(seed)
-                scores = [play_episode(env, agent, seed=seed + i)["metrics"]["NDCG@5"] for i in range(episodes)]
-                results.setdefault(need.name, {})[agent.name] = scores
-                bar.update(episodes)
-    header = f"{'need':<16}" + "".join(f"{a.name + ' NDCG@5':>24}" for a in agents)
-    click.echo(header)
-    click.echo("-" * len(header))
-    for need in needs:
-        row = results[need.name]
-        cells = "".join(f"{format_ci(*mean_ci(row[a.name])):>24}" for a in agents)
-        click.echo(f"{need.name + (' *' if need.held_out else ''):<16}{cells}")
+    env_kwargs = {"scenario": scenario, "scenario_kwargs": parse_scenario_args(scenario_args)}
+    evaluations = [
+        evaluate(agent, env_kwargs, [n.name for n in needs], episodes, seed, metrics=("NDCG@5",))
+        for agent in tqdm(agents, desc="quickstart")
+    ]
+    cells = {need.name: {f"{e.agent} NDCG@5": e.values[need.name]["NDCG@5"] for e in evaluations} for need in needs}
+    held_out = {need.name: need.held_out for need in needs}
+    click.echo("\n".join(need_table(cells, held_out, label_width=16, cell_width=24)))
     click.echo(f"(* held out from training by default; {episodes} episodes per cell, 95% CI; true relevance)")
     if out is not None:
-        summary = {
-            n: {a: dict(zip(("mean", "ci95"), mean_ci(v), strict=True)) for a, v in row.items()} for n, row in results.items()
-        }
+        summary = {need: {e.agent: e.summary()[need]["NDCG@5"] for e in evaluations} for need in cells}
         out.write_text(json.dumps(summary, indent=2))
 
 

@@ -50,20 +50,20 @@ right reference.)
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from agents.settings import check_fields
 from flexrec_env.metrics import ideal_dcg
 from flexrec_env.swap import swap_coefficients
-from scenarios.tools import check_settings
 
 Completion = Literal["impute", "dr", "none"]
 ProbsT = TypeVar("ProbsT", torch.Tensor, NDArray[np.float64])
-COMPLETIONS: tuple[Completion, ...] = ("impute", "dr", "none")
+COMPLETIONS: tuple[Completion, ...] = get_args(Completion)
 
 
 @dataclass(frozen=True)
@@ -92,18 +92,17 @@ class CriticConfig:
     of the run, as the ``supervised`` baseline is, rather than mostly on its early part (0: keep the online critic)."""
 
     def __post_init__(self) -> None:
-        checks = {
-            "hidden": self.hidden >= 1,
-            "ensemble": self.ensemble >= 1,
-            "noise_aware": isinstance(self.noise_aware, bool),
-            "learning_rate": self.learning_rate > 0,
-            "weight_decay": self.weight_decay >= 0,
-            "updates": self.updates >= 0,
-            "batch_size": self.batch_size >= 1,
-            "buffer_size": self.buffer_size >= 1,
-            "refit_epochs": self.refit_epochs >= 0,
+        ranges = {
+            "hidden": ">= 1",
+            "ensemble": ">= 1",
+            "learning_rate": "> 0",
+            "weight_decay": ">= 0",
+            "updates": ">= 0",
+            "batch_size": ">= 1",
+            "buffer_size": ">= 1",
+            "refit_epochs": ">= 0",
         }
-        check_settings(self, checks)
+        check_fields(self, ranges)
 
 
 #: Agent settings that configure the critic: its config's fields prefixed with ``critic_``.

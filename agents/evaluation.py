@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
 from agents.base import Agent, play_episode
+from agents.settings import check_value
 from flexrec_env.needs import Need, resolve_needs
 
 #: The metrics reported by default, in table order.
@@ -35,6 +36,22 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float]:
 
 def format_ci(mean: float, half_width: float) -> str:
     return f"{mean:.3f} ± {half_width:.3f}"
+
+
+def need_table(
+    cells: Mapping[str, Mapping[str, Sequence[float]]], held_out: Mapping[str, bool], label_width: int = 18, cell_width: int = 18
+) -> list[str]:
+    """Text table lines: a header, a rule, then one row per need (held-out needs marked ``*``).
+
+    ``cells[need][column]`` are per-episode values, shown as ``mean ± ci95``; the columns are those of the first need.
+    """
+    columns = list(next(iter(cells.values()), {}))
+    header = f"{'need':<{label_width}}" + "".join(f"{column:>{cell_width}}" for column in columns)
+    lines = [header, "-" * len(header)]
+    for need, row in cells.items():
+        label = need + (" *" if held_out.get(need) else "")
+        lines.append(f"{label:<{label_width}}" + "".join(f"{format_ci(*mean_ci(row[c])):>{cell_width}}" for c in columns))
+    return lines
 
 
 @dataclass
@@ -58,12 +75,8 @@ class Evaluation:
 
     def table(self, metrics: Sequence[str] = REPORTED_METRICS) -> str:
         """A text table: one row per need (held-out needs marked ``*``), ``mean ± ci95`` per metric."""
-        header = f"{'need':<18}" + "".join(f"{m:>18}" for m in metrics)
-        lines = [f"agent: {self.agent}", header, "-" * len(header)]
-        for need, values in self.values.items():
-            label = need + (" *" if self.held_out.get(need) else "")
-            lines.append(f"{label:<18}" + "".join(f"{format_ci(*mean_ci(values[m])):>18}" for m in metrics))
-        return "\n".join(lines)
+        cells = {need: {m: values[m] for m in metrics} for need, values in self.values.items()}
+        return "\n".join([f"agent: {self.agent}", *need_table(cells, self.held_out)])
 
 
 def evaluate(
@@ -79,8 +92,7 @@ def evaluate(
     ``env_kwargs`` are ``gym.make("FlexRec-v0", ...)`` arguments (the need is set per evaluation); ``needs``
     defaults to the env's ``need`` argument.
     """
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise ValueError(f"episodes={episodes!r}; allowed: an integer >= 1")
+    check_value("episodes", episodes, int, ">= 1")
     env_kwargs = dict(env_kwargs or {})
     chosen = resolve_needs(needs if needs is not None else env_kwargs.pop("need", "interest"))
     env_kwargs.pop("need", None)

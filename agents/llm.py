@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, NoReturn, get_args
+from typing import Any, Literal, NoReturn
 
 import gymnasium as gym
 import numpy as np
@@ -47,6 +47,7 @@ from agents.flexrec import PolicyAgent
 from agents.language_models import LETTERS, TINY_MODEL, TinyBase, is_gguf, load_language_model, resolve_model
 from agents.policy import RankingInputs, RankingPolicy
 from agents.prompts import DEFAULT_PROMPT_TEMPLATE, check_template, describe_candidates, user_message
+from agents.settings import check_fields
 from scenarios import Request
 
 logger = logging.getLogger(__name__)
@@ -98,25 +99,9 @@ class LLMPolicyConfig:
     def __post_init__(self) -> None:
         if isinstance(self.target_modules, list):  # from JSON
             object.__setattr__(self, "target_modules", tuple(self.target_modules))
-        checks = {
-            "model": isinstance(self.model, str) and bool(self.model),
-            "lora_rank": isinstance(self.lora_rank, int) and self.lora_rank >= 1,
-            "lora_alpha": self.lora_alpha > 0,
-            "lora_dropout": 0.0 <= self.lora_dropout < 1.0,
-            "target_modules": self.target_modules is None or isinstance(self.target_modules, (str, tuple)),
-            "max_history": isinstance(self.max_history, int) and self.max_history >= 0,
-            "identifiers": self.identifiers in get_args(Identifiers),
-            "dtype": self.dtype in get_args(DType),
-            "critic_features": self.critic_features in get_args(CriticFeatures),
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            details = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
-            raise ValueError(
-                f"invalid LLM policy setting(s) {details}; allowed: identifiers in {list(get_args(Identifiers))}, "
-                f"dtype in {list(get_args(DType))}, critic_features in {list(get_args(CriticFeatures))}, lora_rank >= 1, "
-                "0 <= lora_dropout < 1 (see LLMPolicyConfig's docs)"
-            )
+        check_fields(self, {"lora_rank": ">= 1", "lora_alpha": ">= 1", "lora_dropout": "[0, 1)", "max_history": ">= 0"})
+        if not self.model:
+            raise ValueError("model=''; allowed: a GGUF file, a model folder or hub name, or 'tiny'")
         check_template(self.prompt_template)
 
     @property

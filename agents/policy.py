@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from agents.settings import check_fields
 from scenarios import Request
-from scenarios.tools import check_settings
 
 
 @dataclass
@@ -241,14 +241,9 @@ class TransformerPolicyConfig:
     """Dropout in the encoder (0 keeps sampling and teacher forcing identical in training mode)."""
 
     def __post_init__(self) -> None:
-        checks = {
-            "dim": self.dim >= 1,
-            "layers": self.layers >= 0,
-            "heads": self.heads >= 1 and self.dim % self.heads == 0,
-            "max_length": self.max_length >= 1,
-            "dropout": 0.0 <= self.dropout < 1.0,
-        }
-        check_settings(self, checks)
+        check_fields(self, {"dim": ">= 1", "layers": ">= 0", "heads": ">= 1", "max_length": ">= 1", "dropout": "[0, 1)"})
+        if self.dim % self.heads:
+            raise ValueError(f"dim={self.dim} is not divisible by heads={self.heads}; allowed: heads that divide dim")
 
 
 class TransformerRankingPolicy(RankingPolicy):

@@ -41,6 +41,7 @@ from tqdm import tqdm
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
 from agents.base import TrainableAgent
 from agents.checkpoints import load_checkpoint, save_checkpoint
+from agents.settings import check_fields
 from scenarios import Request
 
 logger = logging.getLogger(__name__)
@@ -55,22 +56,6 @@ NEGATIVE_REDRAWS = 50
 
 # --------------------------------------------------------------------------------------------------------------------
 # Settings.
-
-
-def _require_int(config: object, names: tuple[str, ...], low: int = 1) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name}={value!r}; allowed: an integer >= {low}")
-
-
-def _require_number(config: object, name: str, low: float, high: float, low_open: bool, high_open: bool) -> None:
-    value = getattr(config, name)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"{name}={value!r}; allowed: a number in {interval}")
 
 
 @dataclass(frozen=True)
@@ -88,9 +73,7 @@ class BPRConfig:
     """Triples per update."""
 
     def __post_init__(self) -> None:
-        _require_int(self, ("dim", "batch_size"))
-        _require_number(self, "lr", 0.0, 1.0, low_open=True, high_open=True)
-        _require_number(self, "reg", 0.0, math.inf, low_open=False, high_open=True)
+        check_fields(self, {"dim": ">= 1", "lr": "(0, 1)", "reg": ">= 0", "batch_size": ">= 1"})
 
 
 @dataclass(frozen=True)
@@ -115,9 +98,18 @@ class SASRecConfig:
     """History windows per update."""
 
     def __post_init__(self) -> None:
-        _require_int(self, ("dim", "layers", "heads", "max_len", "batch_size"))
-        _require_number(self, "dropout", 0.0, 1.0, low_open=False, high_open=True)
-        _require_number(self, "lr", 0.0, 1.0, low_open=True, high_open=True)
+        check_fields(
+            self,
+            {
+                "dim": ">= 1",
+                "layers": ">= 1",
+                "heads": ">= 1",
+                "max_len": ">= 1",
+                "dropout": "[0, 1)",
+                "lr": "(0, 1)",
+                "batch_size": ">= 1",
+            },
+        )
         if self.dim % self.heads:
             raise ValueError(f"dim={self.dim} is not divisible by heads={self.heads}; allowed: heads that divide dim")
 
@@ -216,10 +208,10 @@ class HistoryRecommender(TrainableAgent, Generic[ConfigT]):
     config_class: ClassVar[type[Any]]
 
     def __init__(self, config: ConfigT | None = None, seed: int | None = None, **overrides: Any) -> None:
+        super().__init__()
         base = asdict(config) if config is not None else {}
         self.config: ConfigT = self.config_class(**{**base, **overrides})
         self.default_seed = seed
-        """Seed of :meth:`learn` when it is called without one (0 if this is ``None`` too)."""
         self.model: nn.Module | None = None
         self.dims: dict[str, int] = {}
         """The model's sizes (``num_users``, ``num_items``, ...), as the training data set them."""
@@ -254,14 +246,9 @@ class HistoryRecommender(TrainableAgent, Generic[ConfigT]):
 
     # The shared part.
 
-    def learn(
-        self, env_kwargs: dict[str, Any], total_steps: int, seed: int | None = None, logdir: Path | None = None
-    ) -> HistoryRecommender[ConfigT]:
-        """Fit on the histories of the env's scenario, ``total_steps`` training examples in all; returns self."""
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps={total_steps!r}; allowed: an integer >= 1")
-        seed = seed if seed is not None else (self.default_seed or 0)
-        self.env_kwargs = dict(env_kwargs)
+    def _learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None) -> None:
+        """Fit on the histories of the env's scenario, ``total_steps`` training examples in all."""
+        self.env_kwargs = env_kwargs
         env = gym.make("FlexRec-v0", **self.env_kwargs)
         scenario = env.unwrapped.scenario  # type: ignore[attr-defined]
         env.close()
@@ -279,7 +266,6 @@ class HistoryRecommender(TrainableAgent, Generic[ConfigT]):
             self.dims = self._dims(histories, num_users, num_items)
             self.model = self._build_model(self.dims)
             self._fit(self._training_data(histories), np.random.default_rng(seed), total_steps, logdir)
-        return self
 
     def _fit(self, data: Any, rng: np.random.Generator, total_steps: int, logdir: Path | None) -> None:
         assert self.model is not None

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -39,6 +37,8 @@ from torch import nn
 from tqdm import tqdm
 
 from agents.base import TrainableAgent, training_env_kwargs
+from agents.checkpoints import atomic_write
+from agents.settings import check_fields
 from flexrec_env.vector_env import FlexRecVectorEnv
 
 logger = logging.getLogger(__name__)
@@ -255,29 +255,23 @@ class SB3Config:
     """Further keyword arguments for the stable-baselines3 algorithm."""
 
     def __post_init__(self) -> None:
-        if self.algorithm not in get_args(Algorithm):
-            raise ValueError(f"algorithm={self.algorithm!r}; allowed: {list(get_args(Algorithm))}")
-        for name in (
-            "num_envs",
-            "hidden",
-            "n_steps",
-            "batch_size",
-            "n_epochs",
-            "buffer_size",
-            "target_update_interval",
-            "eval_episodes",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}; allowed: an integer >= 1")
-        if not 0 < self.learning_rate < 1:
-            raise ValueError(f"learning_rate={self.learning_rate!r}; allowed: a number in (0, 1)")
-        if not 0 <= self.gamma <= 1:
-            raise ValueError(f"gamma={self.gamma!r}; allowed: a number in [0, 1]")
-        if not 0 < self.exploration_fraction <= 1:
-            raise ValueError(f"exploration_fraction={self.exploration_fraction!r}; allowed: a number in (0, 1]")
-        if self.eval_every < 0 or self.learning_starts < 0 or self.ent_coef < 0:
-            raise ValueError("eval_every, learning_starts and ent_coef must be >= 0")
+        ranges = {
+            "num_envs": ">= 1",
+            "learning_rate": "(0, 1)",
+            "gamma": "[0, 1]",
+            "hidden": ">= 1",
+            "n_steps": ">= 1",
+            "batch_size": ">= 1",
+            "n_epochs": ">= 1",
+            "ent_coef": ">= 0",
+            "buffer_size": ">= 1",
+            "learning_starts": ">= 0",
+            "exploration_fraction": "(0, 1]",
+            "target_update_interval": ">= 1",
+            "eval_every": ">= 0",
+            "eval_episodes": ">= 1",
+        }
+        check_fields(self, ranges)
 
     def algorithm_kwargs(self) -> dict[str, Any]:
         common = {"learning_rate": self.learning_rate, "gamma": self.gamma, "batch_size": self.batch_size}
@@ -318,24 +312,18 @@ class ProgressCallback(BaseCallback):
 
 
 class TrueMetricsCallback(BaseCallback):
-    """Every ``every`` steps, evaluate on the true relevance and log ``eval/NDCG@5`` and ``eval/Recall@5``."""
+    """Every ``every`` steps, evaluate on the true relevance (:meth:`SB3Agent.evaluate_during_training`) and log it."""
 
     def __init__(self, agent: SB3Agent, env_kwargs: dict[str, Any], every: int, episodes: int) -> None:
         super().__init__()
         self.agent, self.env_kwargs, self.every, self.episodes = agent, env_kwargs, every, episodes
         self.next_at = every
-        self.history: list[tuple[int, float]] = []
 
     def _on_step(self) -> bool:
         if self.every and self.num_timesteps >= self.next_at:
             self.next_at += self.every
-            from agents.evaluation import evaluate
-
-            result = evaluate(self.agent, self.env_kwargs, episodes=self.episodes, seed=10_000, metrics=("NDCG@5", "Recall@5"))
-            for metric in ("NDCG@5", "Recall@5"):
-                values = [np.mean(v[metric]) for v in result.values.values()]
-                self.logger.record(f"eval/{metric}", float(np.mean(values)))
-            self.history.append((self.num_timesteps, float(np.mean([np.mean(v["NDCG@5"]) for v in result.values.values()]))))
+            for metric, value in self.agent.evaluate_during_training(self.env_kwargs, self.num_timesteps, self.episodes).items():
+                self.logger.record(f"eval/{metric}", value)
             self.logger.dump(self.num_timesteps)
         return True
 
@@ -347,14 +335,12 @@ class SB3Agent(TrainableAgent):
         self.config = (
             config if config is not None and not overrides else SB3Config(**{**asdict(config or SB3Config()), **overrides})
         )
+        super().__init__()
         self.name = self.config.algorithm
         self.model: BaseAlgorithm | None = None
         self.env_kwargs: dict[str, Any] = {}
-        self.eval_history: list[tuple[int, float]] = []
 
-    def learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int = 0, logdir: Path | None = None) -> SB3Agent:
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps={total_steps!r}; allowed: an integer >= 1")
+    def _learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None) -> None:
         c = self.config
         algorithm, policy = ALGORITHMS[c.algorithm]
         self.env_kwargs = dict(env_kwargs)
@@ -371,9 +357,7 @@ class SB3Agent(TrainableAgent):
         evaluation = TrueMetricsCallback(self, self.env_kwargs, c.eval_every, c.eval_episodes)
         callbacks = CallbackList([ProgressCallback(total_steps, f"train {c.algorithm}"), evaluation])
         self.model.learn(total_timesteps=total_steps, callback=callbacks, tb_log_name=c.algorithm)
-        self.eval_history = evaluation.history
         venv.close()
-        return self
 
     def act(self, observation: dict[str, Any], env: gym.Env) -> int:
         if self.model is None:
@@ -388,19 +372,15 @@ class SB3Agent(TrainableAgent):
     def save(self, path: Path) -> None:
         if self.model is None:
             raise RuntimeError("nothing to save: the agent has not been trained")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        model = self.model
         meta = {"agent": "sb3", "config": asdict(self.config), "env_kwargs": self.env_kwargs, "eval_history": self.eval_history}
-        descriptor, temporary = tempfile.mkstemp(suffix=".zip", dir=path.parent)
-        os.close(descriptor)
-        try:
-            self.model.save(temporary)
+
+        def write(temporary: Path) -> None:
+            model.save(temporary)
             with zipfile.ZipFile(temporary, "a") as archive:
                 archive.writestr("flexrec.json", json.dumps(meta, default=str))
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+
+        atomic_write(path, write)
 
     @classmethod
     def load(cls, path: Path) -> SB3Agent:
@@ -408,7 +388,10 @@ class SB3Agent(TrainableAgent):
         agent = cls(SB3Config(**meta["config"]))
         algorithm, _ = ALGORITHMS[agent.config.algorithm]
         agent.model = algorithm.load(str(path), device=agent.config.device)
-        agent.env_kwargs, agent.eval_history = meta["env_kwargs"], [tuple(x) for x in meta.get("eval_history", [])]
+        agent.env_kwargs = meta["env_kwargs"]
+        # rows of evaluate_during_training; older checkpoints kept (steps, NDCG@5) pairs
+        rows = meta.get("eval_history", [])
+        agent.eval_history = [row if isinstance(row, dict) else {"steps": row[0], "NDCG@5": row[1]} for row in rows]
         return agent
 
 

@@ -23,8 +23,8 @@ from agents.base import Agent, TrainableAgent, training_env_kwargs
 from agents.checkpoints import load_checkpoint, save_checkpoint
 from agents.critic import CRITIC_SETTINGS, CriticConfig, CriticLearner, critic_settings
 from agents.policy import RankingInputs, candidate_context
+from agents.settings import check_fields
 from scenarios import Request
-from scenarios.tools import check_settings
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class CriticRanker(Agent):
     name = "critic"
 
     def __init__(self, learner: CriticLearner | None = None, features: Features = candidate_context) -> None:
+        super().__init__()
         self.learner, self.features = learner, features
 
     @torch.no_grad()
@@ -63,11 +64,7 @@ class SupervisedConfig:
     def __post_init__(self) -> None:
         if isinstance(self.critic, dict):
             object.__setattr__(self, "critic", CriticConfig(**self.critic))
-        whole = {
-            name: not isinstance(getattr(self, name), bool) and isinstance(getattr(self, name), int)
-            for name in ("group_size", "epochs")
-        }
-        check_settings(self, {name: ok and getattr(self, name) >= 1 for name, ok in whole.items()}, "integers >= 1")
+        check_fields(self, {"group_size": ">= 1", "epochs": ">= 1"})
 
 
 def collect_feedback(
@@ -108,11 +105,9 @@ class SupervisedAgent(CriticRanker, TrainableAgent):
         critic, rest = critic_settings(settings)
         self.config = SupervisedConfig(critic=critic, **rest)
 
-    def learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int = 0, logdir: Path | None = None) -> SupervisedAgent:
+    def _learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None) -> None:
         from flexrec_env.config import EnvConfig
 
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps={total_steps!r}; allowed: an integer >= 1")
         length = EnvConfig(**{k: v for k, v in env_kwargs.items() if k in ("num_candidates", "list_length")}).list_length
         requests = max(total_steps // (self.config.group_size * length), 1)
         x, labels, observed, max_grade, noise = collect_feedback(env_kwargs, requests, seed)
@@ -122,7 +117,6 @@ class SupervisedAgent(CriticRanker, TrainableAgent):
         learner.add(x, labels, observed)
         loss = learner.fit_epochs(self.config.epochs)
         logger.info("supervised: %d requests, %d observed labels, last loss %.4f", requests, len(learner.labels), loss)
-        return self
 
     def save(self, path: Path) -> None:
         if self.learner is None:

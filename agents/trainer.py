@@ -47,10 +47,9 @@ import torch
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from agents.advantages import ESTIMATORS, USES_CRITIC, WEIGHTS, Estimator, Rewards, Weight, position_weights
+from agents.advantages import ESTIMATORS, USES_CRITIC, Estimator, Rewards, Weight, position_weights
 from agents.base import training_env_kwargs
 from agents.critic import (
-    COMPLETIONS,
     Completion,
     CriticConfig,
     CriticLearner,
@@ -60,9 +59,9 @@ from agents.critic import (
     gain_moments,
 )
 from agents.policy import RankingInputs, RankingPolicy
+from agents.settings import check_fields, check_value
 from flexrec_env.swap import swap_rewards_generic
 from flexrec_env.vector_env import FlexRecVectorEnv
-from scenarios.tools import check_settings
 
 logger = logging.getLogger(__name__)
 
@@ -119,32 +118,22 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         if isinstance(self.critic, dict):  # from a config file
             object.__setattr__(self, "critic", CriticConfig(**self.critic))
-        checks = {
-            "advantage": self.advantage in ESTIMATORS,
-            "group_size": self.group_size >= 2,
-            "requests_per_batch": self.requests_per_batch >= 1,
-            "epochs": self.epochs >= 1,
-            "minibatch_requests": self.minibatch_requests >= 1,
-            "learning_rate": self.learning_rate > 0,
-            "clip": self.clip > 0,
-            "kl_coef": self.kl_coef is None or self.kl_coef >= 0,
-            "reference_sync_every": self.reference_sync_every >= 0,
-            "entropy_coef": self.entropy_coef >= 0,
-            "max_grad_norm": self.max_grad_norm > 0,
-            "position_weight": self.position_weight in ("discount", "uniform"),
-            "completion": self.completion in COMPLETIONS,
-            "weight": self.weight in WEIGHTS,
-            "weight_temperature": self.weight_temperature > 0,
-            "critic_prior": isinstance(self.critic_prior, bool),
-            "eval_every": self.eval_every >= 0,
-            "eval_episodes": self.eval_episodes >= 1,
+        ranges = {
+            "group_size": ">= 2",
+            "requests_per_batch": ">= 1",
+            "epochs": ">= 1",
+            "minibatch_requests": ">= 1",
+            "learning_rate": "> 0",
+            "clip": "> 0",
+            "kl_coef": ">= 0",
+            "reference_sync_every": ">= 0",
+            "entropy_coef": ">= 0",
+            "max_grad_norm": "> 0",
+            "weight_temperature": "> 0",
+            "eval_every": ">= 0",
+            "eval_episodes": ">= 1",
         }
-        check_settings(
-            self,
-            checks,
-            f"advantage in {list(ESTIMATORS)}, completion in {list(COMPLETIONS)}, weight in {list(WEIGHTS)}, "
-            "group_size >= 2, positive sizes and rates (see TrainerConfig's field docs)",
-        )
+        check_fields(self, ranges)
 
     @property
     def uses_critic(self) -> bool:
@@ -203,7 +192,7 @@ class FlexRecTrainer:
         config: TrainerConfig | None = None,
         logdir: Path | None = None,
         seed: int = 0,
-        evaluate: Callable[[], dict[str, float]] | None = None,
+        evaluate: Callable[[int], dict[str, float]] | None = None,
     ) -> None:
         from accelerate import Accelerator, DistributedDataParallelKwargs
 
@@ -446,9 +435,13 @@ class FlexRecTrainer:
     # Loop ----------------------------------------------------------------------------------------------------------
 
     def train(self, total_steps: int, progress: bool = True) -> list[dict[str, float]]:
-        """Iterate until ``total_steps`` environment steps (item placements); returns the logged rows."""
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps={total_steps!r}; allowed: an integer >= 1")
+        """Iterate until ``total_steps`` environment steps (item placements); returns the logged rows.
+
+        A row per iteration: the batch's statistics and the update's (``reward/...``, ``train/...``, ``critic/...``),
+        ``steps``, and, at every ``eval_every`` steps, ``eval/<metric>`` from the ``evaluate`` callable (given the
+        steps so far).
+        """
+        check_value("total_steps", total_steps, int, ">= 1")
         history: list[dict[str, float]] = []
         next_eval = self.config.eval_every or math.inf
         started = time.perf_counter()
@@ -463,7 +456,7 @@ class FlexRecTrainer:
                 self.reference.load_state_dict(self.unwrapped_policy.state_dict())
             if self.evaluate is not None and self.steps >= next_eval:
                 next_eval += self.config.eval_every
-                row.update({f"eval/{key}": value for key, value in self.evaluate().items()})
+                row.update({f"eval/{key}": value for key, value in self.evaluate(self.steps).items()})
             row["time/steps_per_second"] = self.steps / (time.perf_counter() - started)
             history.append(row)
             self.log(row)

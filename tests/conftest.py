@@ -1,4 +1,4 @@
-"""Shared fixtures: the folder of real data kept next to the repository (not part of it)."""
+"""Shared fixtures: the folder of real data kept next to the repository (not part of it); one torch thread."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-# Two shared cores: torch's intra-op threads only contend with each other on the tiny models of the tests.
+# Two shared cores: torch's intra-op threads only contend with each other on the tiny models of the tests. The
+# environment variable carries the same limit into every process a test starts (torchrun workers, the CLI).
 torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
 

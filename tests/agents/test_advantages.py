@@ -1,11 +1,16 @@
 """Advantage estimators, confidence weights and position weights against hand-worked answers."""
 
+from typing import get_args
+
 import numpy as np
 import pytest
 
 from agents.advantages import (
     ESTIMATORS,
+    WEIGHTS,
+    Estimator,
     Rewards,
+    Weight,
     confidence_weights,
     flexrec_advantages,
     group_normalise,
@@ -14,6 +19,8 @@ from agents.advantages import (
     relative_uncertainty,
     swap_advantages,
 )
+from agents.settings import field_types
+from agents.trainer import TrainerConfig
 
 
 def rewards(swap, list_rewards=None, critic=None, std=None) -> Rewards:
@@ -48,7 +55,9 @@ def test_swap_advantages_credit_positions_separately_where_list_advantages_canno
 
 
 def test_estimators_are_looked_up_by_name():
-    assert set(ESTIMATORS) == {"list", "swap", "flexrec"}
+    # the registry holds one estimator per choice of the Literal that TrainerConfig.advantage is annotated with
+    assert list(ESTIMATORS) == list(get_args(Estimator)) == ["list", "swap", "flexrec"]
+    assert field_types(TrainerConfig)["advantage"] is Estimator
     swap = np.random.default_rng(0).normal(size=(2, 3, 4))
     np.testing.assert_array_equal(ESTIMATORS["swap"](rewards(swap), "shrinkage", 1.0)[0], swap_advantages(rewards(swap))[0])
 
@@ -67,6 +76,7 @@ def test_confidence_weights_are_one_without_uncertainty_and_decrease_with_it(for
 
 
 def test_confidence_weight_forms_by_hand():
+    assert WEIGHTS == get_args(Weight) == ("shrinkage", "sigmoid", "none") and field_types(TrainerConfig)["weight"] is Weight
     # shrinkage 1 / (1 + u**2): 1, 1/2 at u = 1, 1/5 at u = 2, near 0 where the critic knows nothing.
     np.testing.assert_allclose(confidence_weights(np.array([0.0, 1.0, 2.0, 1e3]), "shrinkage"), [1.0, 0.5, 0.2, 1e-6], rtol=1e-6)
     # sigmoid(-u) + 0.5: u = 0 -> 1, u = ln 3 -> 1/4 + 1/2, u -> inf -> 1/2 (never below a half).

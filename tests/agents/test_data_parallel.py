@@ -27,7 +27,7 @@ def test_two_processes_train_identical_copies(tmp_path, kind):
         kind,
         str(tmp_path),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # one thread per process: tests/conftest.py sets OMP_NUM_THREADS
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     first, second = (torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1))

@@ -1,4 +1,4 @@
-"""The agent API and the evaluation routine: maths, pairing of seeds, and the baselines."""
+"""The agent API and the evaluation routine: maths, pairing of seeds, training budgets and histories, the baselines."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from agents.base import Agent, play_episode
+from agents.base import TRAINING_EVAL_SEED, Agent, TrainableAgent, play_episode
 from agents.baselines import NeedAwareHeuristic, OracleAgent, PopularityAgent, RandomAgent
 from agents.evaluation import Evaluation, evaluate, format_ci, mean_ci
 from agents.registry import AGENTS, make_agent
@@ -101,6 +101,54 @@ def test_evaluate_rejects_bad_arguments():
         evaluate(RandomAgent(), SMALL, episodes=0)
     with pytest.raises(ValueError, match="unknown metric"):
         evaluate(RandomAgent(), SMALL, episodes=1, metrics=("MRR",))
+
+
+class Scripted(TrainableAgent):
+    """Ranks candidates in index order; "training" records an evaluation at 10 and at 20 steps."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seeds: list[int] = []
+
+    def rank(self, request, observation, info):
+        return np.arange(len(request.candidates))
+
+    def _learn(self, env_kwargs, total_steps, seed, logdir):
+        self.seeds.append(seed)
+        for steps in (10, 20):
+            self.evaluate_during_training(env_kwargs, steps, episodes=3)
+
+    def save(self, path):
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path):
+        raise NotImplementedError
+
+
+def test_learn_checks_the_budget_and_keeps_one_evaluation_history():
+    agent = Scripted()
+    env_kwargs = {**SMALL, "need": ["interest", "niche"]}
+    assert agent.learn(env_kwargs, 20) is agent and agent.seeds == [0]
+    result = evaluate(agent, SMALL, ["interest", "niche"], 3, TRAINING_EVAL_SEED, ("NDCG@5", "Recall@5"))
+    expected = {m: np.mean([np.mean(result.values[n][m]) for n in ("interest", "niche")]) for m in ("NDCG@5", "Recall@5")}
+    assert agent.eval_history == [{"steps": 10.0, **expected}, {"steps": 20.0, **expected}]
+    agent.default_seed = 7
+    agent.learn(env_kwargs, 20)
+    agent.learn(env_kwargs, 20, seed=3)
+    assert agent.seeds == [0, 7, 3] and len(agent.eval_history) == 2, "each run starts a fresh history"
+    for budget in (0, 2.5, True):
+        with pytest.raises(ValueError, match=f"total_steps={budget!r}; allowed: an integer >= 1"):
+            agent.learn(env_kwargs, budget)  # type: ignore[arg-type]
+    assert agent.seeds == [0, 7, 3], "a bad budget is refused before training"
+
+
+@pytest.mark.parametrize("name", [name for name, spec in AGENTS.items() if spec.trainable])
+def test_every_trainable_agent_refuses_a_bad_budget(name):
+    with pytest.raises(ValueError, match="total_steps=0; allowed: an integer >= 1"):
+        make_agent(name).learn(SMALL, 0)  # type: ignore[attr-defined]
 
 
 def test_registry_builds_every_non_trainable_agent():

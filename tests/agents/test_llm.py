@@ -1,19 +1,16 @@
 """The LLM ranking policy (tiny offline model): valid rankings, sampling equals teacher forcing, the adapter-disabled
-reference, checkpoints, a short training run that learns to read the instruction, and the command line."""
+reference, checkpoints, a short training run that learns to read the instruction (the command line: test_cli.py)."""
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from agents.checkpoints import load_checkpoint
-from agents.cli import main
 from agents.evaluation import evaluate
 from agents.llm import FlexRecLLMAgent, LLMPolicyConfig, LLMRankingPolicy, TinyBase
 from agents.policy import RankingInputs, candidate_context
@@ -22,15 +19,6 @@ from flexrec_env.vector_env import FlexRecVectorEnv
 from scenarios import RequestBatch, SyntheticScenario
 
 SMALL = {"need": ["interest", "trending"], "num_candidates": 6, "list_length": 4}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model's matrices are too small for threads to help (and they thrash on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -251,94 +239,9 @@ def test_bad_settings_name_the_value(tiny):
     assert FlexRecLLMAgent().trainer_config.reference_sync_every == 0
 
 
-def test_cli_trains_the_llm_agent_and_evaluate_reloads_it(tmp_path):
-    runner = CliRunner()
-    out, env = tmp_path / "llm.ckpt", ["--env-arg", "num_candidates=4", "--env-arg", "list_length=2"]
-    settings = ("requests_per_batch=2", "group_size=4", "minibatch_requests=2", "epochs=1", "eval_every=0", "max_history=2")
-    args = ["train", "--agent", "flexrec-llm", "--model", "tiny", "--need", "interest", "--steps", "48", "--episodes", "3", *env]
-    result = runner.invoke(main, [*args, "--logdir", str(tmp_path), "--out", str(out), *(f"--set={s}" for s in settings)])
-    assert result.exit_code == 0, result.output
-    trained = json.loads((tmp_path / "flexrec-llm-seed0" / "results.json").read_text())
-    evaluated = tmp_path / "evaluated.json"
-    args = ["evaluate", "--checkpoint", str(out), "--need", "interest", "--episodes", "3", "--seed", "1000000"]
-    result = runner.invoke(main, [*args, "--out", str(evaluated)])
-    assert result.exit_code == 0, result.output
-    assert json.loads(evaluated.read_text())["metrics"]["interest"] == trained["metrics"]["interest"]
-    result = runner.invoke(main, ["train", "--agent", "flexrec", "--model", "tiny"])
-    assert result.exit_code != 0 and "--model applies to the flexrec-llm agent" in result.output
-
-
-# A model a user brings: tied input/output embeddings, and a word-level tokenizer without single-letter tokens, so the
-# candidate labels are added tokens <c0>, <c1>, ... whose rows train through peft's trainable_token_indices.
-
-
-@pytest.fixture(scope="module")
-def tied_model(tmp_path_factory) -> str:
-    """A 2-layer Qwen2 with tied embeddings and a word-level tokenizer, saved to a folder."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-    from agents.language_models import TINY_CHAT_TEMPLATE, tiny_tokenizer_corpus
-
-    words = {word for line in tiny_tokenizer_corpus() for word, _ in pre_tokenizers.Whitespace().pre_tokenize_str(line)}
-    words = {word for word in words if not (len(word) == 1 and word.isupper())}  # no letter labels
-    vocab = {token: i for i, token in enumerate(["[PAD]", "[UNK]", "<|user|>", "<|assistant|>", *sorted(words)])}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]")
-    tokenizer.chat_template = TINY_CHAT_TEMPLATE
-    config = Qwen2Config(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, tie_word_embeddings=True, pad_token_id=0,
-    )  # fmt: skip
-    folder = tmp_path_factory.mktemp("tied-model")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        Qwen2ForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
-def test_a_tied_model_with_added_labels_trains_saves_and_evaluates(tied_model, tmp_path):
-    runner = CliRunner()
-    env = ["--env-arg", "num_candidates=4", "--env-arg", "list_length=2", "--need", "trending", "--episodes", "3"]
-    settings = ("requests_per_batch=2", "group_size=4", "minibatch_requests=2", "epochs=1", "max_history=2", "learning_rate=0.01")
-    args = ["train", "--agent", "flexrec-llm", "--model", tied_model, "--steps", "48", *env, "--logdir", str(tmp_path)]
-    result = runner.invoke(main, [*args, *(f"--set={s}" for s in settings)])
-    assert result.exit_code == 0, result.output
-    checkpoint = tmp_path / "flexrec-llm-seed0" / "flexrec-llm.ckpt"
-    trained = json.loads((tmp_path / "flexrec-llm-seed0" / "results.json").read_text())["metrics"]
-    result = runner.invoke(
-        main, ["evaluate", "--checkpoint", str(checkpoint), *env, "--seed", "1000000", "--out", str(tmp_path / "e.json")]
-    )
-    assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "e.json").read_text())["metrics"]["trending"] == trained["trending"]
-
-    agent = load_agent(checkpoint)
-    assert isinstance(agent, FlexRecLLMAgent) and isinstance(agent.policy, LLMRankingPolicy)
-    assert agent.policy.labels[0] == "<c0>", "the labels are added tokens"
-    adapter = agent.policy.lm.base_model.model.model.embed_tokens.token_adapter
-    rows = adapter.base_layer.weight[agent.policy.identifier_ids]  # the label rows as training started
-    assert not torch.allclose(adapter.trainable_tokens_delta["default"], rows), "the label rows trained"
-
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = FlexRecLLMAgent.adapter_folder(checkpoint)
-    base = AutoModelForCausalLM.from_pretrained(tied_model)
-    vocab = base.config.vocab_size
-    base.resize_token_embeddings(len(AutoTokenizer.from_pretrained(folder)), mean_resizing=False)
-    with warnings.catch_warnings():  # peft 0.21 asks transformers 5 for a renamed property
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        served = PeftModel.from_pretrained(base, folder).eval()  # what a user serving the adapter does
-    inputs = requests_of({"need": "trending", "num_candidates": 4, "list_length": 2}, 2)
-    prompts = agent.policy.tokenize(inputs)
-    with torch.no_grad():
-        ours = agent.policy.lm(input_ids=prompts.input_ids, attention_mask=prompts.attention_mask).logits
-        theirs = served(input_ids=prompts.input_ids, attention_mask=prompts.attention_mask).logits
-    # the base vocabulary and the trained label rows; other new rows (tokens the base model lacks) start random
-    columns = torch.cat([torch.arange(vocab), agent.policy.identifier_ids])
-    torch.testing.assert_close(theirs[..., columns], ours[..., columns], atol=1e-5, rtol=0)
+# A model a user brings (the ``tied_model`` fixture of conftest.py): tied input/output embeddings, and a word-level
+# tokenizer without single-letter tokens, so the candidate labels are added tokens <c0>, <c1>, ... whose rows train
+# through peft's trainable_token_indices.
 
 
 def test_a_saved_adapter_gives_the_trained_logits_back(tied_model, tmp_path):
@@ -346,6 +249,10 @@ def test_a_saved_adapter_gives_the_trained_logits_back(tied_model, tmp_path):
     settings = {"requests_per_batch": 2, "group_size": 4, "max_history": 2, "learning_rate": 0.01, "eval_every": 0}
     agent = FlexRecLLMAgent(model=tied_model, **settings).learn(env, 48, seed=0)
     assert isinstance(agent.policy, LLMRankingPolicy)
+    assert agent.policy.labels[0] == "<c0>", "the labels are added tokens"
+    adapter = agent.policy.lm.base_model.model.model.embed_tokens.token_adapter
+    rows = adapter.base_layer.weight[agent.policy.identifier_ids]  # the label rows as training started
+    assert not torch.allclose(adapter.trainable_tokens_delta["default"], rows), "the label rows trained"
     prompts = agent.policy.tokenize(requests_of(env, 2))
 
     def logits(policy: LLMRankingPolicy) -> torch.Tensor:
@@ -361,6 +268,7 @@ def test_a_saved_adapter_gives_the_trained_logits_back(tied_model, tmp_path):
     reloaded = load_agent(tmp_path / "llm.ckpt")
     assert isinstance(reloaded.policy, LLMRankingPolicy)
     torch.testing.assert_close(logits(reloaded.policy), trained, atol=1e-6, rtol=0)
+    served_like_a_user(tied_model, tmp_path / "llm.ckpt", reloaded.policy, env)
 
     adapter = tmp_path / "llm-adapter" / "adapter_model.safetensors"
     adapter.write_bytes(adapter.read_bytes()[:-8] + bytes(8))  # another save's adapter, or a damaged one
@@ -369,6 +277,27 @@ def test_a_saved_adapter_gives_the_trained_logits_back(tied_model, tmp_path):
     (tmp_path / "llm-adapter" / "adapter_model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="travels with its checkpoint"):
         load_agent(tmp_path / "llm.ckpt")
+
+
+def served_like_a_user(tied_model: str, checkpoint, policy: LLMRankingPolicy, env: dict) -> None:
+    """The adapter folder beside ``checkpoint``, loaded with peft onto the base model, gives ``policy``'s logits."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = FlexRecLLMAgent.adapter_folder(checkpoint)
+    base = AutoModelForCausalLM.from_pretrained(tied_model)
+    vocab = base.config.vocab_size
+    base.resize_token_embeddings(len(AutoTokenizer.from_pretrained(folder)), mean_resizing=False)
+    with warnings.catch_warnings():  # peft 0.21 asks transformers 5 for a renamed property
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        served = PeftModel.from_pretrained(base, folder).eval()  # what a user serving the adapter does
+    prompts = policy.tokenize(requests_of(env, 2))
+    with torch.no_grad():
+        ours = policy.lm(input_ids=prompts.input_ids, attention_mask=prompts.attention_mask).logits
+        theirs = served(input_ids=prompts.input_ids, attention_mask=prompts.attention_mask).logits
+    # the base vocabulary and the trained label rows; other new rows (tokens the base model lacks) start random
+    columns = torch.cat([torch.arange(vocab), policy.identifier_ids])
+    torch.testing.assert_close(theirs[..., columns], ours[..., columns], atol=1e-5, rtol=0)
 
 
 def test_a_checkpoint_refuses_a_changed_base_model(tied_model, tmp_path):
@@ -396,15 +325,3 @@ def test_an_adapter_for_another_model_is_refused(tiny, tied_model, tmp_path):
         other.load_adapter(tmp_path / "adapter")
     with pytest.raises(FileNotFoundError, match="adapter_model.safetensors"):
         other.load_adapter(tmp_path / "nowhere")
-
-
-def test_cli_evaluates_a_model_zero_shot_without_a_checkpoint(tied_model, tmp_path):
-    runner = CliRunner()
-    env = ["--env-arg", "num_candidates=4", "--env-arg", "list_length=2", "--need", "trending", "--episodes", "2"]
-    result = runner.invoke(main, ["evaluate", "--agent", "flexrec-llm", "--model", tied_model, *env])
-    assert result.exit_code == 0, result.output
-    assert "zero-shot" in result.output and "trending" in result.output
-    result = runner.invoke(main, ["evaluate", "--agent", "flexrec", *env])
-    assert result.exit_code != 0 and "untrained" in result.output
-    result = runner.invoke(main, ["evaluate", "--agent", "flexrec-llm", "--model", str(tmp_path / "missing.gguf"), *env])
-    assert result.exit_code != 0 and "missing.gguf" in result.output

@@ -1,17 +1,14 @@
-"""BPR and SASRec: what they learn from histories, need-blindness, checkpoints, settings, and the CLI round trip."""
+"""BPR and SASRec: what they learn from histories, need-blindness, checkpoints and settings (the CLI round trip: test_cli.py)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from agents.cli import main
 from agents.recommenders import BPRAgent, BPRConfig, SASRecAgent, SASRecConfig, right_aligned, sample_negatives
 from agents.registry import load_agent, make_agent
 from scenarios import Request
@@ -168,7 +165,7 @@ def test_bad_settings_say_what_is_allowed(tmp_path):
         BPRConfig(dim=0)
     with pytest.raises(ValueError, match=r"lr=0; allowed: a number in \(0, 1\)"):
         BPRAgent(lr=0)
-    with pytest.raises(ValueError, match=r"reg=-1; allowed: a number in \[0, inf\)"):
+    with pytest.raises(ValueError, match="reg=-1; allowed: a number >= 0"):
         BPRAgent(reg=-1)
     with pytest.raises(ValueError, match=r"dropout=1.0; allowed: a number in \[0, 1\)"):
         SASRecConfig(dropout=1.0)
@@ -187,26 +184,3 @@ def test_bad_settings_say_what_is_allowed(tmp_path):
     agent = BPRAgent(dim=4).learn(TINY, 100)
     with pytest.raises(ValueError, match="outside the catalogue of 80 items"):
         agent.rank(request(template_request(), 0, (), (1, 200)), {}, {})
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# The command line: train writes a checkpoint and TensorBoard events; evaluate reproduces the training-end results.
-
-
-@pytest.mark.parametrize("name", ["bpr", "sasrec"])
-def test_cli_train_then_evaluate(name, tmp_path):
-    runner = CliRunner()
-    small = ["--scenario-arg", "num_users=100", "--scenario-arg", "num_items=200", "--env-arg", "num_candidates=10"]
-    small += ["--env-arg", "list_length=5"]
-    checkpoint = tmp_path / f"{name}.pt"
-    train = ["train", "--agent", name, "--steps", "2000", "--logdir", str(tmp_path), "--out", str(checkpoint)]
-    result = runner.invoke(main, [*train, "--episodes", "20", "--set", "dim=16", *small])
-    assert result.exit_code == 0, result.output
-    run_dir = tmp_path / f"{name}-seed0"
-    assert checkpoint.is_file() and list(run_dir.glob("events.out.tfevents.*"))
-    evaluate = ["evaluate", "--checkpoint", str(checkpoint), "--episodes", "20", "--seed", "1000000"]
-    result = runner.invoke(main, [*evaluate, "--out", str(tmp_path / "again.json"), *small])
-    assert result.exit_code == 0, result.output
-    trained = json.loads((run_dir / "results.json").read_text())
-    assert json.loads((tmp_path / "again.json").read_text()) == trained
-    assert set(trained["metrics"]) >= {"interest", "trending"}

@@ -72,10 +72,14 @@ def test_maskable_ppo_learns_and_checkpoint_round_trips(tmp_path):
     random = np.mean(evaluate(RandomAgent(0), EASY, episodes=100).values["interest"]["NDCG@5"])
     assert trained > random + 0.08, (trained, random)
     assert len(agent.eval_history) >= 2 and list(tmp_path.glob("maskable-ppo_1/events.out.tfevents.*"))
+    first, second = (row["steps"] for row in agent.eval_history[:2])  # the first step count at or past each 5,000
+    assert 5_000 <= first < 5_000 + agent.config.num_envs and 10_000 <= second < 10_000 + agent.config.num_envs
+    assert all(set(row) == {"steps", "NDCG@5", "Recall@5"} for row in agent.eval_history)
     path = tmp_path / "agent.ckpt"
     agent.save(path)
     reloaded = load_agent(path)
     assert isinstance(reloaded, SB3Agent) and reloaded.config == agent.config and reloaded.env_kwargs == EASY
+    assert reloaded.eval_history == agent.eval_history
     env = gym.make("FlexRec-v0", **EASY)
     for seed in range(5):
         obs, _ = env.reset(seed=seed)

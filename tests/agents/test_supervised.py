@@ -72,7 +72,7 @@ def test_learning_curve_measures_the_agent_as_it_ranks_with_its_critic():
     env = {k: v for k, v in SMALL.items() if k != "need"}
     result = evaluate(agent, env, SMALL["need"], 6, 10_000, ("NDCG@5",))
     expected = np.mean([np.mean(v["NDCG@5"]) for v in result.values.values()])
-    assert agent.history[-1]["eval/NDCG@5"] == pytest.approx(expected)
+    assert agent.eval_history[-1]["NDCG@5"] == pytest.approx(expected)
 
 
 def test_checkpoints_of_the_retired_format_are_refused_clearly(tmp_path):

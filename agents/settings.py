@@ -1,0 +1,140 @@
+"""One check for every settings dataclass: each field's value against its annotation and its allowed range.
+
+A config calls :func:`check_fields` first thing in ``__post_init__``; the annotation says what a field may hold
+(``int``, ``float``, ``bool``, ``str``, ``Literal[...]`` for a fixed choice, ``X | None``, tuples, dicts, nested
+configs) and a small table of ranges says which numbers are allowed. Ranges are written as the error message shows
+them: ``">= 1"``, ``"> 0"``, ``"[0, 1)"``, ``"(0, 1]"``. Checks that involve two fields stay explicit lines in the
+config's ``__post_init__``.
+
+>>> from dataclasses import dataclass
+>>> @dataclass(frozen=True)
+... class Example:
+...     size: int = 1
+...     def __post_init__(self) -> None:
+...         check_fields(self, {"size": ">= 1"})
+>>> Example(size=0)
+Traceback (most recent call last):
+...
+ValueError: invalid Example setting size=0; allowed: an integer >= 1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import operator
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, Union, get_args, get_origin
+
+import numpy as np
+
+_COMPARISON = re.compile(r"^(>=|>|<=|<)\s*(\S+)$")
+_INTERVAL = re.compile(r"^([\[(])\s*([^,\s]+)\s*,\s*([^,\s\])]+)\s*([\])])$")
+_NAMES = {bool: "true or false", str: "a string", dict: "a mapping", list: "a list"}
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+
+
+def in_range(value: float, allowed: str) -> bool:
+    """Whether ``value`` lies in ``allowed`` (``">= 1"``, ``"(0, 1]"``, ...).
+
+    >>> in_range(0.5, "[0, 1)"), in_range(1.0, "[0, 1)"), in_range(2, ">= 2")
+    (True, False, True)
+    """
+    if comparison := _COMPARISON.match(allowed):
+        return _OPERATORS[comparison.group(1)](value, float(comparison.group(2)))
+    interval = _INTERVAL.match(allowed)
+    assert interval is not None, f"malformed range {allowed!r}"  # ranges are written in the code, not by users
+    opening, low, high, closing = interval.groups()
+    above = value > float(low) if opening == "(" else value >= float(low)
+    below = value < float(high) if closing == ")" else value <= float(high)
+    return above and below
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value)
+
+
+def _allows(annotation: Any, value: Any, allowed: str | None) -> bool:
+    """Whether ``value`` fits ``annotation`` (numbers also ``allowed``, a range); ``Any`` allows anything."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_allows(member, value, allowed) for member in get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is Literal:
+        return any(value == choice and type(value) is type(choice) for choice in get_args(annotation))
+    if annotation in (int, float):
+        fits = _is_int(value) if annotation is int else _is_number(value)
+        return fits and (allowed is None or in_range(value, allowed))
+    if annotation in (bool, str):
+        return isinstance(value, annotation)
+    if origin is tuple:
+        item = get_args(annotation)[0]
+        return isinstance(value, tuple) and all(_allows(item, element, None) for element in value)
+    if origin is not None:  # dict[...], list[...]: the container, not its items
+        return isinstance(value, origin)
+    return not isinstance(annotation, type) or isinstance(value, annotation)
+
+
+def _describe(annotation: Any, allowed: str | None) -> str:
+    """What a field of ``annotation`` may hold, in words (``"an integer >= 1"``, ``"one of ['a', 'b']"``)."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(member, allowed) for member in get_args(annotation))
+    if annotation is type(None):
+        return "None"
+    if origin is Literal:
+        return f"one of {list(get_args(annotation))}"
+    if annotation in (int, float):
+        noun = "an integer" if annotation is int else "a number"
+        if allowed is None:
+            return noun
+        return f"{noun} {allowed}" if _COMPARISON.match(allowed) else f"{noun} in {allowed}"
+    if origin is tuple:
+        item = get_args(annotation)[0]
+        return f"a tuple of {getattr(item, '__name__', item)} values"
+    return _NAMES.get(origin or annotation, f"a {getattr(annotation, '__name__', annotation)}")
+
+
+_FIELD_TYPES: dict[type, dict[str, Any]] = {}
+
+
+def field_types(config_class: type) -> dict[str, Any]:
+    """The resolved annotation of each field of a dataclass (``from __future__`` strings evaluated), cached."""
+    if config_class not in _FIELD_TYPES:
+        hints = typing.get_type_hints(config_class)
+        _FIELD_TYPES[config_class] = {field.name: hints[field.name] for field in dataclasses.fields(config_class)}
+    return _FIELD_TYPES[config_class]
+
+
+def check_value(name: str, value: Any, annotation: Any, allowed: str | None = None, owner: str = "") -> None:
+    """A ``ValueError`` ``"name=value; allowed: ..."`` unless ``value`` fits ``annotation`` and the range ``allowed``.
+
+    >>> check_value("total_steps", 0, int, ">= 1")
+    Traceback (most recent call last):
+    ...
+    ValueError: total_steps=0; allowed: an integer >= 1
+    """
+    if not _allows(annotation, value, allowed):
+        prefix = f"invalid {owner} setting " if owner else ""
+        raise ValueError(f"{prefix}{name}={value!r}; allowed: {_describe(annotation, allowed)}")
+
+
+def check_fields(config: object, ranges: Mapping[str, str] | None = None) -> None:
+    """Check every field of the dataclass ``config`` against its annotation and its range in ``ranges``.
+
+    Raises a ``ValueError`` naming the first field whose value is not allowed, its value and what is allowed.
+    """
+    ranges = ranges or {}
+    types_ = field_types(type(config))
+    unknown = sorted(set(ranges) - set(types_))
+    assert not unknown, f"ranges for fields {unknown} that {type(config).__name__} does not have"
+    for name, annotation in types_.items():
+        check_value(name, getattr(config, name), annotation, ranges.get(name), owner=type(config).__name__)
