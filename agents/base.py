@@ -16,8 +16,8 @@ import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
-from agents.settings import check_value
 from scenarios import Request
+from scenarios.settings import check_value
 
 
 def is_main_process() -> bool:

@@ -37,10 +37,10 @@ from agents.base import Agent, TrainableAgent
 from agents.checkpoints import atomic_write
 from agents.evaluation import REPORTED_METRICS, evaluate, format_ci, mean_ci
 from agents.registry import AGENTS, make_agent
-from agents.settings import check_fields
 from agents.statistics import REPS, iqm, paired_comparison, stratified_bootstrap_ci
 from agents.statistics import mean as overall_mean
 from flexrec_env.needs import held_out_needs, training_needs
+from scenarios.settings import check_fields
 
 #: Benchmark entries: name -> (registered agent, settings). The FlexRec estimators and ablations are separate entries.
 ENTRIES: dict[str, tuple[str, dict[str, Any]]] = {

@@ -57,9 +57,9 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from agents.settings import check_fields
 from flexrec_env.metrics import ideal_dcg
 from flexrec_env.swap import swap_coefficients
+from scenarios.settings import check_fields
 
 Completion = Literal["impute", "dr", "none"]
 ProbsT = TypeVar("ProbsT", torch.Tensor, NDArray[np.float64])

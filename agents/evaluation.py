@@ -18,8 +18,8 @@ import numpy as np
 
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
 from agents.base import Agent, play_episode
-from agents.settings import check_value
 from flexrec_env.needs import Need, resolve_needs
+from scenarios.settings import check_value
 
 #: The metrics reported by default, in table order.
 REPORTED_METRICS = ("NDCG@5", "NDCG@10", "Recall@5", "Recall@10")

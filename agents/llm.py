@@ -47,8 +47,8 @@ from agents.flexrec import PolicyAgent
 from agents.language_models import LETTERS, TINY_MODEL, TinyBase, is_gguf, load_language_model, resolve_model
 from agents.policy import RankingInputs, RankingPolicy
 from agents.prompts import DEFAULT_PROMPT_TEMPLATE, check_template, describe_candidates, user_message
-from agents.settings import check_fields
 from scenarios import Request
+from scenarios.settings import check_fields
 
 logger = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.settings import check_fields
 from scenarios import Request
+from scenarios.settings import check_fields
 
 
 @dataclass

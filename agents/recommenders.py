@@ -41,8 +41,8 @@ from tqdm import tqdm
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
 from agents.base import TrainableAgent
 from agents.checkpoints import load_checkpoint, save_checkpoint
-from agents.settings import check_fields
 from scenarios import Request
+from scenarios.settings import check_fields
 
 logger = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ from tqdm import tqdm
 
 from agents.base import TrainableAgent, training_env_kwargs
 from agents.checkpoints import atomic_write
-from agents.settings import check_fields
 from flexrec_env.vector_env import FlexRecVectorEnv
+from scenarios.settings import check_fields
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from agents.base import Agent, TrainableAgent, training_env_kwargs
 from agents.checkpoints import load_checkpoint, save_checkpoint
 from agents.critic import CRITIC_SETTINGS, CriticConfig, CriticLearner, critic_settings
 from agents.policy import RankingInputs, candidate_context
-from agents.settings import check_fields
 from scenarios import Request
+from scenarios.settings import check_fields
 
 logger = logging.getLogger(__name__)
 

@@ -59,9 +59,9 @@ from agents.critic import (
     gain_moments,
 )
 from agents.policy import RankingInputs, RankingPolicy
-from agents.settings import check_fields, check_value
 from flexrec_env.swap import swap_rewards_generic
 from flexrec_env.vector_env import FlexRecVectorEnv
+from scenarios.settings import check_fields, check_value
 
 logger = logging.getLogger(__name__)
 

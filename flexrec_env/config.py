@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from flexrec_env.feedback import FeedbackConfig
 from flexrec_env.needs import Need, covered_needs, resolve_needs
 from scenarios import Scenario, make_scenario
+from scenarios.settings import check_fields
 
 RewardMode = Literal["swap", "marginal", "list"]
 RewardLabels = Literal["feedback", "true"]
@@ -23,20 +24,6 @@ Split = Literal["train", "eval"]
 
 #: Reward of an invalid action (an already placed candidate) with ``invalid_action="penalize"``.
 INVALID_ACTION_PENALTY = -1.0
-
-
-def _check_choice(name: str, value: object, choices: tuple[object, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r}; allowed: {list(choices)}")
-
-
-def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name}={value!r} must be an integer")
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name}={value!r}; allowed: an integer {bound}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -77,27 +64,15 @@ class EnvConfig:
     env docstring); ``"lean"``: only ``ranking`` and ``list_reward`` (the per-step info is the same), for speed."""
 
     def __post_init__(self) -> None:
-        n = _check_int("num_candidates", self.num_candidates, 2)
-        k = _check_int("list_length", self.list_length, 1, n)
-        if self.metric_k is not None:
-            _check_int("metric_k", self.metric_k, 1, n)
-        else:
-            object.__setattr__(self, "metric_k", k)
-        _check_choice("split", self.split, get_args(Split))
-        _check_choice("reward_mode", self.reward_mode, get_args(RewardMode))
-        _check_choice("reward_labels", self.reward_labels, get_args(RewardLabels))
-        _check_choice("invalid_action", self.invalid_action, get_args(InvalidAction))
-        _check_choice("render_mode", self.render_mode, (*get_args(RenderMode), None))
-        _check_choice("info_level", self.info_level, get_args(InfoLevel))
-        if not isinstance(self.expose_truth, bool):
-            raise ValueError(f"expose_truth={self.expose_truth!r}; allowed: True or False")
-        if not isinstance(self.scenario_kwargs, Mapping):
-            raise ValueError(f"scenario_kwargs={self.scenario_kwargs!r}; allowed: a dict of the scenario's arguments")
-        if not isinstance(self.scenario, (str, Scenario)):
-            raise TypeError(f"scenario={self.scenario!r}; allowed: a registered name or a scenarios.Scenario object")
-        if not isinstance(self.need, (str, Need)) and not (
-            isinstance(self.need, Sequence) and all(isinstance(n, (str, Need)) for n in self.need)
-        ):
+        check_fields(self, {"num_candidates": ">= 2", "list_length": ">= 1", "metric_k": ">= 1"})
+        n = self.num_candidates
+        for name in ("list_length", "metric_k"):
+            value = getattr(self, name)
+            if value is not None and value > n:
+                raise ValueError(f"{name}={value!r}; allowed: an integer between 1 and {n} (num_candidates)")
+        if self.metric_k is None:
+            object.__setattr__(self, "metric_k", self.list_length)
+        if not isinstance(self.need, (str, Need)) and not all(isinstance(n, (str, Need)) for n in self.need):
             raise TypeError(f"need={self.need!r}; allowed: a need name, a Need, or a sequence of them")
         object.__setattr__(self, "feedback", FeedbackConfig.coerce(self.feedback))  # type: ignore[arg-type]
 

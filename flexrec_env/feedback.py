@@ -16,18 +16,15 @@ The functions here are deterministic: the environment draws their uniforms at re
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
 import numpy as np
 from numpy.typing import NDArray
 
+from scenarios.settings import check_fields
+
 ClickModel = Literal["position", "cascade"]
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -44,15 +41,7 @@ class FeedbackConfig:
     """Position bias of the position-based model: examination probability ``1 / p**eta``; ``>= 0``."""
 
     def __post_init__(self) -> None:
-        for name in ("observe_prob", "label_noise"):
-            value = getattr(self, name)
-            if not _is_number(value) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"feedback {name}={value!r} is not a probability; allowed: a number in [0, 1]")
-        if self.click_model not in get_args(ClickModel):
-            raise ValueError(f"feedback click_model={self.click_model!r}; allowed: {list(get_args(ClickModel))}")
-        eta = self.examination_eta
-        if not _is_number(eta) or not 0.0 <= eta < math.inf:
-            raise ValueError(f"feedback examination_eta={eta!r}; allowed: a finite number >= 0")
+        check_fields(self, {"observe_prob": "[0, 1]", "label_noise": "[0, 1]", "examination_eta": ">= 0"})
 
     @classmethod
     def coerce(cls, value: FeedbackConfig | dict[str, object] | None) -> FeedbackConfig:

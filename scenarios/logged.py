@@ -32,14 +32,15 @@ import logging
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from scenarios.base import RequestBatch, Scenario
 from scenarios.logs import LOADER_OPTIONS, InteractionLog, load_log
-from scenarios.tools import alias_draw, alias_table, check_settings, percentile_ranks, successive_sample
+from scenarios.settings import check_fields
+from scenarios.tools import alias_draw, alias_table, percentile_ranks, successive_sample
 
 logger = logging.getLogger(__name__)
 
@@ -80,20 +81,24 @@ class LogConfig:
     """The most frequent categories kept; the rest (and unknown ones) become "other"."""
 
     def __post_init__(self) -> None:
-        if self.phase not in get_args(Phase):
-            raise ValueError(f"phase={self.phase!r}; allowed: {list(get_args(Phase))}")
-        checks = {
-            "split_quantile": 0.0 < self.split_quantile < 1.0,
-            "recent_window_days": self.recent_window_days > 0,
-            "min_history": isinstance(self.min_history, int) and self.min_history >= 1,
-            "history_length": isinstance(self.history_length, int) and self.history_length >= 1,
-            "positive_rating": 0.0 <= self.positive_rating <= 1.0,
-            "strong_rating": self.positive_rating <= self.strong_rating <= 1.0,
-            "max_positives": self.max_positives is None or (isinstance(self.max_positives, int) and self.max_positives >= 1),
-            "negative_popularity_exponent": self.negative_popularity_exponent >= 0,
-            "max_categories": isinstance(self.max_categories, int) and self.max_categories >= 1,
-        }
-        check_settings(self, checks)
+        check_fields(
+            self,
+            {
+                "split_quantile": "(0, 1)",
+                "recent_window_days": "> 0",
+                "min_history": ">= 1",
+                "history_length": ">= 1",
+                "positive_rating": "[0, 1]",
+                "strong_rating": "[0, 1]",
+                "max_positives": ">= 1",
+                "negative_popularity_exponent": ">= 0",
+                "max_categories": ">= 1",
+            },
+        )
+        if self.strong_rating < self.positive_rating:
+            raise ValueError(
+                f"strong_rating={self.strong_rating!r}; allowed: a number in [positive_rating={self.positive_rating!r}, 1]"
+            )
         if not 0.0 < self.train_quantile < self.split_quantile:
             raise ValueError(
                 f"train_quantile={self.train_quantile!r}; allowed: a number in (0, split_quantile={self.split_quantile!r})"

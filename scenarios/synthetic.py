@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from scenarios.base import RequestBatch, Scenario
+from scenarios.settings import check_fields
 from scenarios.tools import alias_draw, alias_table, percentile_ranks, successive_sample
 
 CATEGORY_NAMES = ("Action", "Comedy", "Drama", "Documentary", "Horror", "Romance", "Sci-Fi", "Animation",
@@ -60,15 +61,11 @@ class SyntheticConfig:
     """Seed of the world (catalogue and users); requests use the environment's generator."""
 
     def __post_init__(self) -> None:
-        for name in ("num_users", "num_items", "num_categories", "latent_dim", "history_length", "num_periods", "recent_window"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"synthetic {name}={value!r}; allowed: an integer >= 1")
+        counts = ("num_users", "num_items", "num_categories", "latent_dim", "history_length", "num_periods", "recent_window")
+        weights = ("popularity_exponent", "positive_boost", "hard_negative_boost")
+        check_fields(self, {**dict.fromkeys(counts, ">= 1"), **dict.fromkeys(weights, "> 0")})
         if self.num_categories > len(CATEGORY_NAMES):
             raise ValueError(f"synthetic num_categories={self.num_categories}; allowed: at most {len(CATEGORY_NAMES)}")
-        for name in ("popularity_exponent", "positive_boost", "hard_negative_boost"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"synthetic {name}={getattr(self, name)!r}; allowed: a number > 0")
 
 
 class SyntheticScenario(Scenario):

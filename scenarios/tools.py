@@ -89,16 +89,3 @@ def successive_sample(num_rows: int, count: int, propose: Proposer, accept: Acce
         if not len(todo):
             return items
     raise ValueError(f"could not sample {count} distinct eligible items for {len(todo)} request(s), e.g. row {int(todo[0])}")
-
-
-def check_settings(config: object, checks: dict[str, bool], allowed: str = "") -> None:
-    """Raise one ``ValueError`` naming every setting of ``config`` whose check failed, with its value.
-
-    ``checks`` maps field names to whether their value is allowed; ``allowed`` says what is (default: a pointer to
-    the config class's field docs).
-    """
-    bad = [name for name, ok in checks.items() if not ok]
-    if bad:
-        details = ", ".join(f"{name}={getattr(config, name)!r}" for name in bad)
-        kind = type(config).__name__
-        raise ValueError(f"invalid {kind} setting(s) {details}; allowed: {allowed or f'see the field docs of {kind}'}")

@@ -19,8 +19,8 @@ from agents.advantages import (
     relative_uncertainty,
     swap_advantages,
 )
-from agents.settings import field_types
 from agents.trainer import TrainerConfig
+from scenarios.settings import field_types
 
 
 def rewards(swap, list_rewards=None, critic=None, std=None) -> Rewards:

@@ -212,11 +212,11 @@ def test_bad_phase_settings_say_what_is_allowed():
         LogScenario(tiny_log(), train_quantile=0.5)
     with pytest.raises(ValueError, match=r"train_quantile=0.0; allowed: a number in \(0, split_quantile=0.7\)"):
         LogScenario(tiny_log(), train_quantile=0.0, split_quantile=0.7)
-    with pytest.raises(ValueError, match=r"phase='test'; allowed: \['train', 'eval'\]"):
+    with pytest.raises(ValueError, match=r"phase='test'; allowed: one of \['train', 'eval'\]"):
         LogScenario(tiny_log(), phase="test")
     with pytest.raises(ValueError, match=r"no user of tiny has >= 4 interactions before the training time.*train_quantile"):
         LogScenario(tiny_log(), min_history=4).training_split()  # 3 interactions before the 0.3 quantile
-    with pytest.raises(ValueError, match=r"split='bogus'; allowed: \['train', 'eval'\]"):
+    with pytest.raises(ValueError, match=r"split='bogus'; allowed: one of \['train', 'eval'\]"):
         EnvConfig(split="bogus")
 
 

@@ -1,4 +1,4 @@
-"""The one settings check: values against annotations and ranges, by hand, and through every config of the agents."""
+"""The one settings check: values against annotations and ranges, by hand, and through every config of every layer."""
 
 from __future__ import annotations
 
@@ -15,13 +15,16 @@ from agents.llm import LLMPolicyConfig
 from agents.policy import TransformerPolicyConfig
 from agents.recommenders import BPRConfig, SASRecConfig
 from agents.sb3 import SB3Config
-from agents.settings import check_fields, check_value, in_range
 from agents.supervised import SupervisedConfig
 from agents.trainer import TrainerConfig
+from flexrec_env import EnvConfig, FeedbackConfig
+from scenarios import SyntheticConfig
+from scenarios.logged import LogConfig
+from scenarios.settings import check_fields, check_value, in_range
 
 CONFIGS = [
     TrainerConfig, CriticConfig, TransformerPolicyConfig, SupervisedConfig, LLMPolicyConfig, BPRConfig, SASRecConfig,
-    SB3Config, BenchmarkConfig,
+    SB3Config, BenchmarkConfig, EnvConfig, FeedbackConfig, SyntheticConfig, LogConfig,
 ]  # fmt: skip
 
 
