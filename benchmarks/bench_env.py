@@ -92,22 +92,24 @@ def swap_speed(n: int, k: int, batch: int, repeats: int) -> tuple[float, float, 
     return closed, generic, brute
 
 
+def timed(fn: Callable[[], object]) -> float:
+    """Seconds one call of ``fn`` takes."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def log_timings(folder: Path, repeats: int) -> tuple[float, float, float]:
     """Seconds to parse the log (cache cleared), build its LogScenario, and sample 1,024 requests with N=20."""
     from scenarios.logged import LogScenario
     from scenarios.logs import clear_log_cache, load_log
 
-    def seconds(fn: Callable[[], object]) -> float:
-        start = time.perf_counter()
-        fn()
-        return time.perf_counter() - start
-
     load_log(folder)  # imports and first-touch costs out of the way
-    parse = min(seconds(lambda: (clear_log_cache(), load_log(folder))) for _ in range(repeats))
+    parse = min(timed(lambda: (clear_log_cache(), load_log(folder))) for _ in range(repeats))
     log = load_log(folder)
-    build = min(seconds(lambda: LogScenario(log)) for _ in range(repeats))
+    build = min(timed(lambda: LogScenario(log)) for _ in range(repeats))
     scenario, rng = LogScenario(log), np.random.default_rng(0)
-    sample = min(seconds(lambda: scenario.sample_requests(rng, 1024, 20)) for _ in range(repeats))
+    sample = min(timed(lambda: scenario.sample_requests(rng, 1024, 20)) for _ in range(repeats))
     return parse, build, sample
 
 
@@ -142,6 +144,12 @@ def main() -> None:
         args.repeats, lambda: vector_env_steps_per_s(int(2_000_000 * scale), 1024, "trending", 20, 10, True, copy=False)
     )
     print(f"vector env, 1024 envs, shared_rng=True, copy=False: {rate:>12,.0f} steps/s")
+
+    from scenarios import SyntheticScenario
+
+    scenario, rng = SyntheticScenario(), np.random.default_rng(0)
+    sample = min(timed(lambda: scenario.sample_requests(rng, 1024, 20)) for _ in range(5 * args.repeats))
+    print(f"synthetic scenario, sample 1,024 requests (N=20): {sample * 1e3:6.2f} ms -> {1024 / sample:>10,.0f} requests/s")
 
     print("\n## Swap rewards per list (batch of 1,024 lists)")
     for n, k in ((20, 10), (100, 20)):
