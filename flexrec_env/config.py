@@ -109,10 +109,22 @@ def resolve_scenario(spec: str | Scenario, kwargs: Mapping[str, Any] | None = No
     return scenario
 
 
-def resolve(config: EnvConfig) -> tuple[Scenario, tuple[Need, ...]]:
-    """The one step that acts on a config: the scenario (:func:`resolve_scenario`) and the needs an env runs on.
+def check_sizes(config: EnvConfig, scenario: Scenario) -> None:
+    """``num_candidates`` against what the scenario can supply, before anything of that size is built."""
+    limit = scenario.max_candidates()
+    if config.num_candidates > limit:
+        raise ValueError(
+            f"num_candidates={config.num_candidates}; allowed: at most {limit} for {scenario!r} (the fewest eligible "
+            "items of any request); lower num_candidates or enlarge the catalogue"
+        )
 
-    Both envs call it in their ``__init__``; the config itself stays a value.
+
+def resolve(config: EnvConfig) -> tuple[Scenario, tuple[Need, ...]]:
+    """The one step that acts on a config: the scenario, its size and the needs an env runs on.
+
+    :func:`resolve_scenario`, then :func:`check_sizes`, then the needs. Both envs call it in their ``__init__``; the
+    config itself stays a value.
     """
     scenario = resolve_scenario(config.scenario, config.scenario_kwargs, config.split)
+    check_sizes(config, scenario)
     return scenario, resolve_needs(config.need)

@@ -295,13 +295,18 @@ def observation_space(config: EnvConfig, scenario: Scenario) -> spaces.Dict:
     )
 
 
-def episode_needs(default: tuple[Need, ...], options: dict[str, Any] | None) -> tuple[Need, ...]:
-    """The needs to draw from: ``options["need"]`` for this episode if given, else the env's ``default``."""
+def episode_needs(
+    default: tuple[Need, ...], options: dict[str, Any] | None, allowed: tuple[str, ...] = ("need",)
+) -> tuple[Need, ...]:
+    """The needs to draw from: ``options["need"]`` for this episode if given, else the env's ``default``.
+
+    ``allowed`` are the reset options the env knows; any other key is an error, not silently ignored.
+    """
+    unknown = sorted(set(options or {}) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown reset option(s) {unknown}; allowed: {list(allowed)}")
     if not options or options.get("need") is None:
         return default
-    unknown = sorted(set(options) - {"need", "reset_mask"})
-    if unknown:
-        raise ValueError(f"unknown reset option(s) {unknown}; allowed: ['need']")
     return resolve_needs(options["need"])
 
 

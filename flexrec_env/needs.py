@@ -134,6 +134,10 @@ def all_of(*needs: Need, name: str | None = None, held_out: bool = True) -> Need
     """The need that asks for all of ``needs`` at once: relevance is the minimum of theirs."""
     if len(needs) < 2:
         raise ValueError(f"all_of needs at least two needs, got {len(needs)}")
+    names = [n.name for n in needs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"need {'+'.join(names)!r} repeats {repeated}; allowed: each part once")
     list_level = [n.metric for n in needs if n.is_list_level]
     instructions = tuple(
         " ".join([first, *(f"Also: {n.instructions[i % len(n.instructions)]}" for n in needs[1:])])
@@ -197,13 +201,14 @@ def get_need(spec: str | Need) -> Need:
         return register_need(spec)
     if not isinstance(spec, str):
         raise TypeError(f"need must be a name or a Need, got {type(spec).__name__}: {spec!r}")
-    if spec in _REGISTRY:
-        return _REGISTRY[spec]
     parts = [p.strip() for p in spec.split("+")]
-    if len(parts) > 1 and all(p in _REGISTRY for p in parts):
-        return register_need(all_of(*(_REGISTRY[p] for p in parts)))
+    name = "+".join(parts)  # surrounding spaces are not part of a name
+    if name in _REGISTRY:
+        return _REGISTRY[name]
     unknown = [p for p in parts if p not in _REGISTRY]
-    raise ValueError(f"unknown need {unknown[0]!r} in {spec!r}; allowed: {sorted(_REGISTRY)} or 'a+b' compositions")
+    if unknown:
+        raise ValueError(f"unknown need {unknown[0]!r} in {spec!r}; allowed: {sorted(_REGISTRY)} or 'a+b' compositions")
+    return register_need(all_of(*(_REGISTRY[p] for p in parts)))
 
 
 def need_id(need: Need) -> int:
@@ -362,6 +367,7 @@ def check_scenario_needs(
     (the data contract); the environment runs both on every scenario it has not seen.
     """
     own = scenario_needs(scenario)
+    num_candidates = min(num_candidates, scenario.max_candidates())  # the env checks its own size against the limit
     batch = scenario.sample_requests(np.random.default_rng(seed), num_requests, num_candidates)
     problems: list[str] = []
     for need in {n.name: n for n in (*builtin_needs(), *own)}.values():

@@ -105,7 +105,7 @@ class FlexRecVectorEnv(VectorEnv):
             self._streams = EpisodeStreams([seeding.np_random(s)[0] for s in seeds], self.config, self.scenario)
         mask = None if options is None else options.get("reset_mask")
         rows = self._all_rows if mask is None else np.flatnonzero(np.asarray(mask, dtype=bool))
-        needs = episode_needs(self._needs, options)
+        needs = episode_needs(self._needs, options, allowed=("need", "reset_mask"))
         self._core.load(self._draw(rows, needs), rows)
         self._autoreset[rows] = False
         return self._core.observation(self.copy), self._reset_info(rows, {})

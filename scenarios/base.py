@@ -181,6 +181,14 @@ class Scenario(abc.ABC):
         """
         return self
 
+    def max_candidates(self) -> int:
+        """The largest candidate set every request can hold (default: the catalogue size).
+
+        The environment refuses a larger ``num_candidates`` when it is made; override this where fewer items are
+        eligible for some request (the synthetic scenario leaves out unreleased items and the user's history).
+        """
+        return int(self.num_items)
+
     def interaction_histories(self) -> NDArray[np.int64]:
         """``(num_users, H)`` item ids each user interacted with (most recent last, ``-1`` padded).
 

@@ -107,7 +107,12 @@ def check_scenario(scenario: Scenario, num_requests: int = 64, num_candidates: i
     problems = _attribute_problems(scenario)
     if problems:
         raise ScenarioCheckError(_format(scenario, problems))
+    limit = scenario.max_candidates()
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 2:
+        problem = f"max_candidates() is {limit!r}: every request must be able to hold at least 2 candidates"
+        raise ScenarioCheckError(_format(scenario, [problem + " (a larger catalogue, or fewer items excluded)"]))
     try:
+        num_candidates = min(num_candidates, int(limit))
         batch = scenario.sample_requests(np.random.default_rng(seed), num_requests, num_candidates)
         again = scenario.sample_requests(np.random.default_rng(seed), num_requests, num_candidates)
     except Exception as error:

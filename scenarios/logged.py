@@ -257,8 +257,8 @@ class LogScenario(Scenario):
         self._log_count = (np.log1p(counts) / np.log1p(max(counts.max(), 1.0))).astype(np.float32)
 
     def _build_negative_sampler(self) -> None:
-        weights = (self.counts + 1.0) ** self.config.negative_popularity_exponent * self.in_catalogue
-        self._negative_prob, self._negative_alias = alias_table(weights)
+        self._negative_weights = (self.counts + 1.0) ** self.config.negative_popularity_exponent * self.in_catalogue
+        self._negative_prob, self._negative_alias = alias_table(self._negative_weights)
 
     # ------------------------------------------------------------------------------------------------------------
     # Requests.
@@ -289,7 +289,23 @@ class LogScenario(Scenario):
             at = np.minimum(np.searchsorted(self._known, keys), len(self._known) - 1)
             return self._known[at] != keys
 
-        return successive_sample(len(users), count, propose, accept)
+        def weights(rows: NDArray[np.int64]) -> NDArray[np.float64]:
+            known = np.zeros((len(rows), self.num_items), dtype=bool)
+            for i, user in enumerate(users[rows]):
+                known[i, self._known_items(int(user))] = True
+            return np.where(known, 0.0, self._negative_weights)  # (R, I)
+
+        return successive_sample(len(users), count, propose, accept, rng, weights)
+
+    def _known_items(self, user: int) -> NDArray[np.int64]:
+        """The items ``user`` interacted with in this phase's log."""
+        low, high = np.searchsorted(self._known, [user * self.num_items, (user + 1) * self.num_items])
+        return self._known[low:high] % self.num_items
+
+    def max_candidates(self) -> int:
+        """One positive plus the fewest catalogue items an eligible user never interacted with (the negatives)."""
+        known = np.bincount(self._known // self.num_items, minlength=self.num_users)[self.eligible_users]
+        return int(min(self.num_items - 1, self.in_catalogue.sum() - known.max() + 1))
 
     def sample_requests(self, rng: np.random.Generator, num_requests: int, num_candidates: int) -> RequestBatch:
         if num_candidates >= self.num_items:

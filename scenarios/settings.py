@@ -130,11 +130,15 @@ def check_value(name: str, value: Any, annotation: Any, allowed: str | None = No
 def check_fields(config: object, ranges: Mapping[str, str] | None = None) -> None:
     """Check every field of the dataclass ``config`` against its annotation and its range in ``ranges``.
 
-    Raises a ``ValueError`` naming the first field whose value is not allowed, its value and what is allowed.
+    Raises a ``ValueError`` naming the first field whose value is not allowed, its value and what is allowed. Numpy
+    scalars are accepted where their Python number would be, and stored as that number.
     """
     ranges = ranges or {}
     types_ = field_types(type(config))
     unknown = sorted(set(ranges) - set(types_))
     assert not unknown, f"ranges for fields {unknown} that {type(config).__name__} does not have"
     for name, annotation in types_.items():
-        check_value(name, getattr(config, name), annotation, ranges.get(name), owner=type(config).__name__)
+        value = getattr(config, name)
+        check_value(name, value, annotation, ranges.get(name), owner=type(config).__name__)
+        if isinstance(value, np.generic):  # a numpy scalar is kept as the Python number it equals
+            object.__setattr__(config, name, value.item())

@@ -138,6 +138,9 @@ class SyntheticScenario(Scenario):
         self._alias_prob = np.stack([prob for prob, _ in tables]).astype(np.float32)  # (P, I)
         self._alias = np.stack([alias for _, alias in tables])  # (P, I)
         self._acceptance = np.where(in_history, 0.0, np.where(self.interest > 0, 1.0, 1.0 / c.positive_boost)).astype(np.float32)
+        self._proposal = proposal.astype(np.float32)  # (P, I)
+        # The fewest eligible items (proposal and acceptance both > 0) of any user at any period.
+        self._max_candidates = int((self._released.astype(np.float32) @ (self._acceptance > 0).T.astype(np.float32)).min())
         # Candidate features: the fixed part per item, the popularity signals per (period, item).
         self._item_features = np.hstack([self.item_latent, np.eye(c.num_categories, dtype=np.float32)[self.item_category]])
         self._signals = np.stack([self._popularity, self._recent, self._freshness], axis=-1).astype(np.float32)  # (P, I, 3)
@@ -180,8 +183,11 @@ class SyntheticScenario(Scenario):
             acceptance = np.take(self._acceptance, users[rows, None] * self.num_items + draws)  # (R, M)
             return rng.random(draws.shape, dtype=np.float32) < acceptance
 
+        def weights(rows: NDArray[np.int64]) -> NDArray[np.float64]:
+            return (self._proposal[periods[rows]] * self._acceptance[users[rows]]).astype(np.float64)  # (R, I)
+
         try:
-            items = successive_sample(len(users), num_candidates, propose, accept)
+            items = successive_sample(len(users), num_candidates, propose, accept, rng, weights)
         except ValueError:
             raise ValueError(
                 f"the synthetic catalogue has too few eligible items for num_candidates={num_candidates}; "
@@ -189,6 +195,10 @@ class SyntheticScenario(Scenario):
             ) from None
         shuffle = np.argsort(rng.random(items.shape), axis=1)  # position carries no information
         return np.take_along_axis(items, shuffle, axis=1)
+
+    def max_candidates(self) -> int:
+        """The fewest released items outside a user's history, over every user and period."""
+        return self._max_candidates
 
     def item_title(self, item_id: int) -> str:
         category = CATEGORY_NAMES[int(self.item_category[item_id])]

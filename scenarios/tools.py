@@ -59,16 +59,28 @@ def alias_draw(
 Proposer = Callable[[NDArray[np.int64], int], NDArray[np.int64]]
 #: ``accept(rows, draws) -> (len(rows), m)`` bool: whether each draw is accepted for its request.
 Acceptor = Callable[[NDArray[np.int64], NDArray[np.int64]], NDArray[np.bool_]]
+#: ``weights(rows) -> (len(rows), I)``: each item's sampling weight (proposal x acceptance) for the requests ``rows``.
+Weights = Callable[[NDArray[np.int64]], NDArray[np.float64]]
 
 
-def successive_sample(num_rows: int, count: int, propose: Proposer, accept: Acceptor, rounds: int = 12) -> NDArray[np.int64]:
+def successive_sample(
+    num_rows: int,
+    count: int,
+    propose: Proposer,
+    accept: Acceptor,
+    rng: np.random.Generator,
+    weights: Weights,
+    rounds: int = 4,
+) -> NDArray[np.int64]:
     """``count`` distinct items per row, sampled without replacement in proportion to the accepted proposal weight.
 
     Successive sampling: draw with replacement, keep accepted draws, and keep the first ``count`` distinct items
     of each row; conditional on being new, each item then comes in proportion to its weight among those left,
     which is weighted sampling without replacement. Rows short of ``count`` are drawn again with twice the
-    proposals. Returns ``(num_rows, count)`` in draw order (shuffle it if order must carry no information);
-    raises ``ValueError`` if some row stays short after ``rounds`` rounds.
+    proposals; rows still short after ``rounds`` rounds (``count`` close to the number of eligible items, where
+    successive sampling would need ever more draws) take the same distribution exactly from their full ``weights``
+    (:func:`weighted_sample`), so the cost is bounded. Returns ``(num_rows, count)`` in draw order (shuffle it if
+    order must carry no information); raises ``ValueError`` if a row has fewer than ``count`` eligible items.
     """
     items = np.zeros((num_rows, count), dtype=np.int64)
     todo, proposals = np.arange(num_rows), 4 * count
@@ -88,4 +100,23 @@ def successive_sample(num_rows: int, count: int, propose: Proposer, accept: Acce
         todo, proposals = todo[~done], 2 * proposals
         if not len(todo):
             return items
-    raise ValueError(f"could not sample {count} distinct eligible items for {len(todo)} request(s), e.g. row {int(todo[0])}")
+    items[todo] = weighted_sample(rng, weights(todo), count)
+    return items
+
+
+def weighted_sample(rng: np.random.Generator, weights: NDArray[np.float64], count: int) -> NDArray[np.int64]:
+    """``count`` distinct items per row of ``weights`` ``(R, I)``, without replacement in proportion to the weights.
+
+    Efraimidis and Spirakis: each item gets the key ``log(u) / w``; the ``count`` largest keys, in decreasing order,
+    are distributed as successive draws without replacement. Raises ``ValueError`` naming the first row with fewer
+    than ``count`` items of positive weight.
+    """
+    positive = (weights > 0).sum(axis=1)
+    if (positive < count).any():
+        row = int(np.flatnonzero(positive < count)[0])
+        raise ValueError(f"could not sample {count} distinct eligible items: row {row} has only {int(positive[row])}")
+    with np.errstate(divide="ignore"):
+        keys = np.where(weights > 0, np.log(rng.random(weights.shape)) / np.where(weights > 0, weights, 1.0), -np.inf)
+    top = np.argpartition(-keys, count - 1, axis=1)[:, :count]  # (R, count), the largest keys, unordered
+    order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1)
+    return np.take_along_axis(top, order, axis=1)

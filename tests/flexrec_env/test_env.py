@@ -280,7 +280,8 @@ def test_need_sequence_is_sampled_per_episode():
         ({"feedback": {"click": "dbn"}}, ["'click'", "observe_prob"]),
         ({"render_mode": "human"}, ["'human'", "ansi"]),
         ({"info_level": "minimal"}, ["info_level='minimal'", "full", "lean"]),
-        ({"scenario_kwargs": {"num_items": 5}}, ["num_candidates=20"]),
+        ({"scenario_kwargs": {"num_items": 5}}, ["max_candidates() is 0", "at least 2 candidates"]),
+        ({"scenario_kwargs": {"num_items": 100}, "num_candidates": 60}, ["num_candidates=60; allowed: at most 48"]),
     ],
 )
 def test_bad_constructor_arguments_name_the_value(kwargs, words):
@@ -350,3 +351,36 @@ def test_scenario_object_with_kwargs_is_rejected():
 
     with pytest.raises(ValueError, match="scenario_kwargs"):
         make(scenario=SyntheticScenario(num_items=200), scenario_kwargs={"seed": 1})
+
+
+def test_sizes_are_checked_when_the_env_is_made():
+    """A candidate set larger than the scenario can fill is refused by gym.make, before anything of that size exists."""
+    limit = make().scenario.max_candidates()
+    for n in (limit + 1, 10**9):
+        with pytest.raises(ValueError, match=rf"num_candidates={n}; allowed: at most {limit} for SyntheticScenario"):
+            gym.make("FlexRec-v0", num_candidates=n, list_length=3)
+    _, infos = play(make(num_candidates=limit, list_length=3), seed=0)
+    assert infos[-1]["ranking"].shape == (3,)
+
+
+def test_unknown_reset_options_are_refused():
+    with pytest.raises(ValueError, match=r"unknown reset option\(s\) \['neeed'\]; allowed: \['need'\]"):
+        make().reset(seed=0, options={"neeed": "niche"})
+    envs = gym.make_vec("FlexRec-v0", num_envs=2, autoreset_mode="Disabled")
+    with pytest.raises(ValueError, match=r"\['mask'\]; allowed: \['need', 'reset_mask'\]"):
+        envs.reset(seed=0, options={"mask": [True, False]})
+
+
+def test_need_names_are_stripped_and_repeated_parts_refused():
+    assert make(need=" trending").reset(seed=0)[1]["need"] == "trending"
+    assert make(need="fresh + niche").reset(seed=0)[1]["need"] == "fresh+niche"
+    with pytest.raises(ValueError, match=r"need 'trending\+trending' repeats \['trending'\]; allowed: each part once"):
+        make(need="trending+trending")
+    with pytest.raises(ValueError, match="need=None; allowed: a string or a Need"):
+        make(need=None)
+
+
+def test_numpy_scalars_are_accepted_as_settings():
+    env = make(num_candidates=np.int64(8), list_length=np.int32(3), feedback={"observe_prob": np.float32(0.5)})
+    _, infos = play(env, seed=0)
+    assert infos[-1]["ranking"].shape == (3,) and env.observation_space["candidates"].shape[0] == 8

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scenarios import SyntheticConfig, SyntheticScenario, available_scenarios, make_scenario
-from scenarios.tools import alias_table, percentile_ranks
+from scenarios.tools import alias_draw, alias_table, percentile_ranks, successive_sample, weighted_sample
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +84,57 @@ def test_percentile_ranks_share_ties():
     np.testing.assert_allclose(
         percentile_ranks(np.array([[3.0, 1.0, 2.0], [1.0, 1.0, 1.0]]), valid), [[1, 0, 0], [0.5, 0.5, 0.5]]
     )
+
+
+def sequential_probabilities(weights: np.ndarray, count: int) -> dict[tuple[int, ...], float]:
+    """Brute force: the probability of every ordered draw of ``count`` items without replacement, by the weights."""
+    out: dict[tuple[int, ...], float] = {}
+
+    def walk(prefix: tuple[int, ...], p: float) -> None:
+        if len(prefix) == count:
+            out[prefix] = p
+            return
+        left = [i for i in range(len(weights)) if i not in prefix and weights[i] > 0]
+        total = sum(weights[i] for i in left)
+        for i in left:
+            walk((*prefix, i), p * weights[i] / total)
+
+    walk((), 1.0)
+    return out
+
+
+@pytest.mark.parametrize("rounds", [0, 12])
+def test_successive_and_exact_sampling_draw_in_order_by_weight(rounds):
+    """Successive sampling (rounds=12) and the exact fallback alone (rounds=0) give the brute-force law of ordered
+    draws without replacement (proposal 1, 2, 3, 0, 4 times acceptance 1, 1, 1/2, 1, 1)."""
+    proposal, acceptance = np.array([1.0, 2.0, 3.0, 0.0, 4.0]), np.array([1.0, 1.0, 0.5, 1.0, 1.0])
+    prob, alias = alias_table(proposal)
+    rng, rows = np.random.default_rng(1), 40_000
+
+    def propose(todo, m):
+        return alias_draw(prob, alias, rng.random((len(todo), m)), rng.random((len(todo), m)))
+
+    def accept(todo, draws):
+        return rng.random(draws.shape) < acceptance[draws]
+
+    items = successive_sample(rows, 2, propose, accept, rng, lambda todo: np.tile(proposal * acceptance, (len(todo), 1)), rounds)
+    expected = sequential_probabilities(proposal * acceptance, 2)
+    pairs, counts = np.unique(items, axis=0, return_counts=True)
+    assert {tuple(p) for p in pairs.tolist()} <= set(expected)
+    for pair, n in zip(pairs.tolist(), counts, strict=True):
+        assert n / rows == pytest.approx(expected[tuple(pair)], abs=0.01), pair
+
+
+def test_weighted_sample_refuses_rows_without_enough_eligible_items():
+    with pytest.raises(ValueError, match="row 1 has only 1"):
+        weighted_sample(np.random.default_rng(0), np.array([[1.0, 2.0, 0.0], [0.0, 0.0, 5.0]]), 2)
+
+
+def test_candidate_sets_up_to_the_limit_cost_little(scenario):
+    """At max_candidates (every eligible item of the worst request) the sampler switches to the exact draw."""
+    limit = scenario.max_candidates()
+    assert 0 < limit < scenario.num_items
+    batch = scenario.sample_requests(np.random.default_rng(0), 32, limit)
+    assert batch.candidates.shape == (32, limit) and all(len(set(row)) == limit for row in batch.candidates.tolist())
+    with pytest.raises(ValueError, match="too few eligible items"):
+        scenario.sample_requests(np.random.default_rng(0), 2000, limit + 40)
