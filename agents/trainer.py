@@ -93,7 +93,7 @@ class TrainerConfig:
     entropy_coef: float = 0.001
     """Weight of the entropy bonus."""
     max_grad_norm: float = 1.0
-    """Gradient clipping of the policy."""
+    """Gradient clipping of the policy (``inf``: none)."""
     position_weight: Literal["discount", "uniform"] = "discount"
     """Weight of each position's term in the policy loss: NDCG@k's discount ``1 / log2(t + 1)`` (0 past the
     metric's k), normalised to mean 1, so positions count as much as the metric rewards them; or ``"uniform"``."""
@@ -128,7 +128,7 @@ class TrainerConfig:
             "kl_coef": ">= 0",
             "reference_sync_every": ">= 0",
             "entropy_coef": ">= 0",
-            "max_grad_norm": "> 0",
+            "max_grad_norm": "(0, inf]",
             "weight_temperature": "> 0",
             "eval_every": ">= 0",
             "eval_episodes": ">= 1",

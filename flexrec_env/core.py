@@ -33,14 +33,7 @@ from flexrec_env.config import INVALID_ACTION_PENALTY, EnvConfig, RewardMode
 from flexrec_env.feedback import feedback_labels, simulate_clicks
 from flexrec_env.metrics import dcg, discounts, evaluation_metrics, gains, ideal_dcg
 from flexrec_env.needs import MAX_NEEDS, NEED_FEATURE_DIM, Need, need_id, resolve_needs
-from flexrec_env.swap import (
-    marginal_reward,
-    next_item_values,
-    step_swap_reward,
-    swap_from_values,
-    swap_rewards,
-    swap_rewards_generic,
-)
+from flexrec_env.swap import generic_step_rewards, marginal_reward, step_swap_reward, swap_rewards, swap_rewards_generic
 from scenarios import Request, RequestBatch, Scenario
 
 #: Episodes drawn per call of a generator (part of what a seed determines).
@@ -49,6 +42,14 @@ BLOCK_SIZE = 64
 
 def _take_rows(batch: Any, rows: NDArray[np.int64] | slice) -> dict[str, Any]:
     return {f.name: getattr(batch, f.name)[rows] for f in fields(batch) if isinstance(getattr(batch, f.name), np.ndarray)}
+
+
+def _assign_rows(batch: Any, rows: NDArray[np.int64], new: Any) -> dict[str, Any]:
+    """Write ``new``'s array fields into ``rows`` of ``batch``'s, in place; returns them."""
+    arrays = {name: getattr(batch, name) for name in _take_rows(batch, slice(0, 0))}
+    for name, value in arrays.items():
+        value[rows] = getattr(new, name)
+    return arrays
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,10 @@ class EpisodeNoise:
 
     def take(self, rows: NDArray[np.int64] | slice) -> EpisodeNoise:
         return EpisodeNoise(requests=self.requests.take(rows), **_take_rows(self, rows))
+
+    def assign(self, rows: NDArray[np.int64], new: EpisodeNoise) -> EpisodeNoise:
+        """``rows`` set to the episodes of ``new``, in place (see :meth:`RequestBatch.assign`)."""
+        return replace(self, requests=self.requests.assign(rows, new.requests), **_assign_rows(self, rows, new))
 
     @staticmethod
     def concatenate(parts: Sequence[EpisodeNoise], out: EpisodeNoise | None = None) -> EpisodeNoise:
@@ -155,7 +160,9 @@ class EpisodeBatch:
         return EpisodeBatch(needs=needs, requests=RequestBatch.concatenate([b.requests for b in batches]), **arrays)
 
     def replace_rows(self, rows: NDArray[np.int64], new: EpisodeBatch) -> EpisodeBatch:
-        """This batch with ``rows`` replaced by the episodes of ``new`` (one per row)."""
+        """This batch with ``rows`` replaced by the episodes of ``new`` (one per row), in place for the same needs."""
+        if same_needs(self.needs, new.needs):
+            return replace(self, requests=self.requests.assign(rows, new.requests), **_assign_rows(self, rows, new))
         merged = EpisodeBatch.concatenate([self, new])
         order = np.arange(len(self))
         order[rows] = len(self) + np.arange(len(new))
@@ -228,7 +235,8 @@ class EpisodeStreams:
 
     def next_noise(self, envs: NDArray[np.int64]) -> EpisodeNoise:
         """The material of the next episode of each env in ``envs`` (distinct, ascending)."""
-        self.refill(envs[self.cursor[envs] >= self.block_size])
+        # The first draw fills every env's block: env j's first block is the same whenever it is drawn.
+        self.refill(np.arange(len(self.rngs)) if self.noise is None else envs[self.cursor[envs] >= self.block_size])
         assert self.noise is not None
         rows = envs * self.block_size + self.cursor[envs]
         self.cursor[envs] += 1
@@ -243,11 +251,8 @@ class EpisodeStreams:
             self.noise = EpisodeNoise.concatenate(blocks, out=self.noise)
         else:
             assert self.noise is not None
-            merged = EpisodeNoise.concatenate([self.noise, *blocks])
-            order = np.arange(len(self.noise))
             rows = (envs[:, None] * self.block_size + np.arange(self.block_size)).ravel()
-            order[rows] = len(self.noise) + np.arange(len(rows))
-            self.noise = merged.take(order)
+            self.noise = self.noise.assign(rows, EpisodeNoise.concatenate(blocks))
         self.cursor[envs] = 0
 
 
@@ -399,8 +404,16 @@ def list_metric(
         if need.is_list_level or truth:
             values[selection] = need.metric(lists[selection], relevance[r], episodes.requests.category[r], k)
         else:  # NDCG@k with the IDCG computed at reset
-            values[selection] = marginal_reward(dcg(lists[selection], relevance[r], k), 1.0, episodes.reward_idcg[r])
+            values[selection] = ndcg_value(dcg(lists[selection], relevance[r], k), episodes.reward_idcg[r])
     return values
+
+
+def ndcg_value(dcg: Any, idcg: Any) -> Any:
+    """The list value of an NDCG need: DCG@k on the reward labels over the IDCG (0 when IDCG is 0); floats or arrays.
+
+    The envs sum the DCG as items are placed (``G(s_t) d_t``, the marginal rewards' numerators).
+    """
+    return marginal_reward(dcg, 1.0, idcg)
 
 
 def list_level_step_rewards(
@@ -413,16 +426,14 @@ def list_level_step_rewards(
 ) -> tuple[NDArray, NDArray]:
     """``(swap, marginal)`` of list-level needs for ``rows`` at one position (``prefix`` ``(R, t)``).
 
-    ``swap = f(prefix + s_t) - mean_j f(prefix + j)`` over the pool j other than s_t, ``marginal = f(prefix + s_t) -
-    f(prefix)``.
+    Each need's metric f through :func:`flexrec_env.swap.generic_step_rewards`.
     """
     marginal, swap = np.zeros(len(rows)), np.zeros(len(rows))
     for need, selection, r in need_groups(episodes, rows):
-        rel, cats, pre = episodes.reward_relevance[r], episodes.requests.category[r], prefix[selection]
-        values = next_item_values(need.metric, pre, rel, cats, k)  # (R, N)
-        swap[selection] = swap_from_values(values, actions[selection], placed[selection])
-        before = need.metric(pre, rel, cats, k) if pre.shape[1] else 0.0
-        marginal[selection] = np.take_along_axis(values, actions[selection, None], axis=1)[:, 0] - before
+        rel, cats = episodes.reward_relevance[r], episodes.requests.category[r]
+        swap[selection], marginal[selection] = generic_step_rewards(
+            need.metric, prefix[selection], actions[selection], placed[selection], rel, cats, k
+        )
     return swap, marginal
 
 
@@ -497,6 +508,7 @@ class RankingCore:
         self.position = np.zeros(batch_size, dtype=np.int64)
         self.invalid_count = np.zeros(batch_size, dtype=np.int64)
         self.pool_gain = np.zeros(batch_size)  # (B,), gain sum of the candidates not yet placed
+        self.dcg = np.zeros(batch_size)  # (B,), DCG@k of each list so far on the reward labels
         self.episodes: EpisodeBatch | None = None
         self._rows = np.arange(batch_size)
 
@@ -512,6 +524,7 @@ class RankingCore:
         self.position[rows] = 0
         self.invalid_count[rows] = 0
         self.pool_gain[rows] = self.episodes.reward_gains[rows].sum(axis=-1)
+        self.dcg[rows] = 0.0
 
     def action_masks(self) -> NDArray[np.bool_]:
         return ~self.placed
@@ -558,6 +571,7 @@ class RankingCore:
         self.placed[rows[valid], actions[valid]] = True
         self.ranking[rows[valid], t[valid]] = actions[valid]
         self.pool_gain[valid] = pool_gain[valid]
+        self.dcg[valid] += gain[valid] * self.discount[t[valid]]
         self.position[valid] += 1
         self.invalid_count[invalid] += 1
         terminated = valid & (self.position == self.config.list_length)
@@ -565,7 +579,7 @@ class RankingCore:
 
         def list_value() -> NDArray:  # f of the lists finished by this step, 0 elsewhere
             values, finished = np.zeros(self.batch_size), np.flatnonzero(terminated)
-            values[finished] = list_metric(ep, finished, self.ranking[finished], self.config.k)
+            values[finished] = self.list_values(finished)
             return values
 
         rewards = step_reward(self.config.reward_mode, swap, marginal, list_value if terminated.any() else None)
@@ -585,6 +599,17 @@ class RankingCore:
         for position in np.unique(t[selected]):
             yield int(position), selected[t[selected] == position]
 
+    def list_values(self, rows: NDArray[np.int64]) -> NDArray:
+        """The list value f of ``rows`` on the reward labels: the summed DCG for NDCG needs, else the need's metric."""
+        ep = self.episodes
+        assert ep is not None
+        values = ndcg_value(self.dcg[rows], ep.reward_idcg[rows])
+        level = ep.list_level[rows]
+        if level.any():
+            values[level] = list_metric(ep, rows[level], self.ranking[rows[level]], self.config.k)
+        return values
+
     def final_info(self, rows: NDArray[np.int64]) -> dict[str, Any]:
         assert self.episodes is not None
-        return final_info(self.episodes, rows, self.ranking[rows], self.config, self.scenario.max_grade)
+        rankings = self.ranking[rows]
+        return final_info(self.episodes, rows, rankings, self.config, self.scenario.max_grade, self.list_values(rows))

@@ -19,6 +19,7 @@ from flexrec_env.core import (
     final_info,
     invalid_action_message,
     list_level_step_rewards,
+    ndcg_value,
     observation_space,
     step_reward,
     step_rewards,
@@ -26,7 +27,6 @@ from flexrec_env.core import (
 )
 from flexrec_env.metrics import discounts
 from flexrec_env.needs import Need
-from flexrec_env.swap import marginal_reward
 from scenarios import Request
 
 ObsType = dict[str, Any]
@@ -231,7 +231,7 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
             self._done = True
             assert self._episodes is not None
             ranking, rows = np.array([self._ranking], dtype=np.int64), np.array([self._row])
-            ndcg = None if self._list_level else np.array([marginal_reward(self._dcg, 1.0, self._idcg)])
+            ndcg = None if self._list_level else np.array([ndcg_value(self._dcg, self._idcg)])
             info.update(unbatch(final_info(self._episodes, rows, ranking, config, self.scenario.max_grade, ndcg)))
             reward = step_reward(config.reward_mode, swap, marginal, lambda: info["list_reward"])
         else:

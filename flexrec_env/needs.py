@@ -27,9 +27,10 @@ to test generalisation to unseen needs.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 from weakref import WeakSet
@@ -48,6 +49,8 @@ NEED_FEATURE_NAMES = ("interest", "trending", "niche", "fresh", "diverse", "cust
 NEED_FEATURE_DIM = len(NEED_FEATURE_NAMES)
 #: Size of the need-id space in observations (``Discrete(MAX_NEEDS)``).
 MAX_NEEDS = 64
+#: Ids of the five built-in needs that are not compositions.
+NUM_BASE_IDS = 5
 
 RelevanceFn = Callable[["RequestBatch"], NDArray[np.int64]]
 
@@ -79,8 +82,10 @@ class Need:
     description: str = ""
     """One line for listings (``flexrec-agent needs``)."""
     need_id: int | None = None
-    """Its ``obs["need_id"]`` in ``[0, MAX_NEEDS)``; default: derived from the name (:func:`name_id`), the built-ins
-    hold 0 to 6."""
+    """Its ``obs["need_id"]`` in ``[0, MAX_NEEDS)``; default: fixed for the built-ins and their compositions, else
+    derived from the name (see the registry notes)."""
+    parts: tuple[str, ...] = ()
+    """For a composition (:func:`all_of`): the names of the needs it asks for all of, in the order given."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or any(c.isspace() or c == "," for c in self.name):
@@ -134,7 +139,7 @@ def all_of(*needs: Need, name: str | None = None, held_out: bool = True) -> Need
     """The need that asks for all of ``needs`` at once: relevance is the minimum of theirs."""
     if len(needs) < 2:
         raise ValueError(f"all_of needs at least two needs, got {len(needs)}")
-    names = [n.name for n in needs]
+    names = [part for n in needs for part in (n.parts or (n.name,))]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ValueError(f"need {'+'.join(names)!r} repeats {repeated}; allowed: each part once")
@@ -151,27 +156,42 @@ def all_of(*needs: Need, name: str | None = None, held_out: bool = True) -> Need
         metric=list_level[0] if list_level else ndcg,
         held_out=held_out,
         description="all of: " + ", ".join(n.name for n in needs),
+        parts=tuple(names),
     )
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Registry and need ids.
 #
-# A need's id (``obs["need_id"]``) is the same in every process: the built-in needs hold 0 to 6 in the order of
-# the table above (``interest``, ``trending``, ``niche``, ``fresh``, ``diverse``, ``fresh+niche``,
-# ``trending+fresh``); any other need's id is ``Need.need_id`` when set, else derived from its name
-# (:func:`name_id`). Two registered needs never share an id: a clash is an error that says how to resolve it.
+# A need's id (``obs["need_id"]``) is the same in every process:
+# - the five built-in needs hold 0-4 in the order of the table above;
+# - compositions of built-ins hold fixed ids by the set of their parts, whatever their order: ``fresh+niche`` 5,
+#   ``trending+fresh`` 6, and the other 24 sets of two to five built-ins 7-30 (:func:`composition_id`); a
+#   composition written in another order is the same need (``niche+fresh`` is ``fresh+niche``);
+# - any other need takes ``Need.need_id`` when set, else ``31 + sha256(name) mod 33`` (:func:`name_id`). Two such
+#   names can meet on one id; registering the second is then an error that says how to give it a free id.
 
 _REGISTRY: dict[str, Need] = {}
 _IDS: dict[str, int] = {}
-#: Ids reserved for the built-in needs.
-NUM_BUILTIN_IDS = 7
+BASE_NEEDS = ("interest", "trending", "niche", "fresh", "diverse")
+#: Ids of compositions of built-in needs, by their set of parts.
+COMPOSITION_IDS: dict[frozenset[str], int] = {frozenset({"fresh", "niche"}): 5, frozenset({"trending", "fresh"}): 6}
+for _size in range(2, len(BASE_NEEDS) + 1):
+    for _parts in itertools.combinations(BASE_NEEDS, _size):
+        COMPOSITION_IDS.setdefault(frozenset(_parts), len(COMPOSITION_IDS) + NUM_BASE_IDS)
+#: The first id derived from a name.
+FIRST_NAME_ID = NUM_BASE_IDS + len(COMPOSITION_IDS)
+
+
+def composition_id(parts: Sequence[str]) -> int | None:
+    """The fixed id of a composition of built-in needs (any order), else None."""
+    return COMPOSITION_IDS.get(frozenset(parts))
 
 
 def name_id(name: str) -> int:
-    """The id a need gets from its name: ``7 + sha256(name) mod (MAX_NEEDS - 7)`` (the same in every process)."""
+    """The id a need gets from its name: ``31 + sha256(name) mod 33`` (the same in every process)."""
     digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
-    return NUM_BUILTIN_IDS + digest % (MAX_NEEDS - NUM_BUILTIN_IDS)
+    return FIRST_NAME_ID + digest % (MAX_NEEDS - FIRST_NAME_ID)
 
 
 def register_need(need: Need) -> Need:
@@ -183,12 +203,13 @@ def register_need(need: Need) -> Need:
         if existing != need:
             raise ValueError(f"a different need named {need.name!r} is already registered; choose another name")
         return existing
-    ident = need.need_id if need.need_id is not None else name_id(need.name)
+    ident = need.need_id if need.need_id is not None else composition_id(need.parts) or name_id(need.name)
     clash = next((name for name, i in _IDS.items() if i == ident), None)
     if clash is not None:
+        free = sorted(set(range(FIRST_NAME_ID, MAX_NEEDS)) - set(_IDS.values()))
         raise ValueError(
-            f"need {need.name!r} would take need_id {ident}, which need {clash!r} holds; rename it or pass "
-            f"Need(..., need_id=...) with a free id in [{NUM_BUILTIN_IDS}, {MAX_NEEDS})"
+            f"need {need.name!r} would take need_id {ident}, which need {clash!r} holds; rename it or build it with "
+            f"need_id set to a free id (dataclasses.replace(need, need_id=...)), one of {free}"
         )
     _REGISTRY[need.name] = need
     _IDS[need.name] = ident
@@ -208,7 +229,9 @@ def get_need(spec: str | Need) -> Need:
     unknown = [p for p in parts if p not in _REGISTRY]
     if unknown:
         raise ValueError(f"unknown need {unknown[0]!r} in {spec!r}; allowed: {sorted(_REGISTRY)} or 'a+b' compositions")
-    return register_need(all_of(*(_REGISTRY[p] for p in parts)))
+    need = all_of(*(_REGISTRY[p] for p in parts))
+    same = next((n for n in _REGISTRY.values() if n.parts and set(n.parts) == set(need.parts)), None)
+    return same if same is not None else register_need(need)  # the same parts in another order: the same need
 
 
 def need_id(need: Need) -> int:
@@ -323,8 +346,8 @@ DIVERSE = register_need(
     )
 )
 #: Unseen needs for generalisation tests: compositions never trained on by default.
-FRESH_NICHE = register_need(replace(all_of(FRESH, NICHE), need_id=5))
-TRENDING_FRESH = register_need(replace(all_of(TRENDING, FRESH), need_id=6))
+FRESH_NICHE = register_need(all_of(FRESH, NICHE))
+TRENDING_FRESH = register_need(all_of(TRENDING, FRESH))
 
 _BUILT_IN = tuple(_REGISTRY.values())
 
@@ -341,8 +364,8 @@ logger = logging.getLogger(__name__)
 _COVERED: WeakSet[Scenario] = WeakSet()
 
 
-def scenario_needs(scenario: Scenario) -> tuple[Need, ...]:
-    """The needs a scenario defines (``Scenario.needs()``), registered.
+def scenario_needs(scenario: Scenario, register: bool = True) -> tuple[Need, ...]:
+    """The needs a scenario defines (``Scenario.needs()``), registered unless ``register=False``.
 
     Raises :class:`ScenarioCheckError` if one is not a :class:`Need` or clashes with a registered need.
     """
@@ -350,6 +373,8 @@ def scenario_needs(scenario: Scenario) -> tuple[Need, ...]:
     wrong = [type(n).__name__ for n in own if not isinstance(n, Need)]
     if wrong:
         raise ScenarioCheckError(f"scenario {scenario!r}: needs() returned {wrong}; return flexrec_env.needs.Need objects")
+    if not register:
+        return own  # type: ignore[return-value]  # checked above
     try:
         return tuple(register_need(n) for n in own)  # type: ignore[arg-type]  # checked above
     except ValueError as error:
@@ -366,7 +391,7 @@ def check_scenario_needs(
     listing every problem; returns the scenario's own needs, registered. Run :func:`scenarios.check_scenario` first
     (the data contract); the environment runs both on every scenario it has not seen.
     """
-    own = scenario_needs(scenario)
+    own = scenario_needs(scenario, register=False)  # registered only once they pass
     num_candidates = min(num_candidates, scenario.max_candidates())  # the env checks its own size against the limit
     batch = scenario.sample_requests(np.random.default_rng(seed), num_requests, num_candidates)
     problems: list[str] = []
@@ -392,7 +417,7 @@ def check_scenario_needs(
                 logger.warning("scenario %s: %s", scenario, message)
     if problems:
         raise ScenarioCheckError(f"scenario {scenario!r} fails the needs:\n" + "\n".join(f"  - {p}" for p in problems))
-    return own
+    return scenario_needs(scenario)
 
 
 def covered_needs(scenario: Scenario) -> tuple[Need, ...]:

@@ -20,7 +20,7 @@ list-level needs such as ``diverse``), and :func:`brute_force_swap_rewards` is t
 
 During an episode the final positions of the alternatives are unknown, so the per-step reward treats every
 alternative as outside the list (``D_u = 0``): ``d_t (G_t - mean_j G_j) / IDCG`` (:func:`step_swap_reward`), or,
-for a list-level metric, ``f(prefix + s_t) - mean_j f(prefix + j)`` (:func:`swap_from_values` of :func:`next_item_values`).
+for a list-level metric, ``f(prefix + s_t) - mean_j f(prefix + j)`` (:func:`generic_step_rewards`).
 """
 
 from __future__ import annotations
@@ -164,6 +164,29 @@ def swap_from_values(values: FloatArray, action: NDArray[np.integer], placed: ND
     count = alternative.sum(axis=-1)
     mean = np.divide((values * alternative).sum(axis=-1), count, out=np.zeros(len(values)), where=count > 0)
     return np.where(count > 0, chosen - mean, 0.0)
+
+
+def generic_step_rewards(
+    metric: ListMetric,
+    prefix: NDArray[np.integer],
+    action: NDArray[np.integer],
+    placed: NDArray[np.bool_],
+    relevance: NDArray,
+    categories: NDArray[np.integer],
+    k: int,
+) -> tuple[FloatArray, FloatArray]:
+    """Per-step ``(swap, marginal)`` rewards of any list metric f: ``(B, t)`` prefix, ``(B,)`` action -> ``(B,)``, ``(B,)``.
+
+    ``swap = f(prefix + s_t) - mean_j f(prefix + j)`` over the pool ``j`` (not placed, not ``s_t``), 0 without
+    alternatives; ``marginal = f(prefix + s_t) - f(prefix)``. ``placed`` ``(B, N)`` marks the items placed before
+    this step.
+    """
+    prefix = np.asarray(prefix, dtype=np.int64)
+    values = next_item_values(metric, prefix, relevance, categories, k)  # (B, N)
+    swap = swap_from_values(values, action, placed)
+    before = metric(prefix, relevance, categories, k) if prefix.shape[1] else 0.0
+    marginal = np.take_along_axis(values, np.asarray(action, dtype=np.int64)[:, None], axis=1)[:, 0] - before
+    return swap, marginal
 
 
 def brute_force_swap_rewards(

@@ -72,6 +72,24 @@ class RequestBatch:
         same_extras = all(np.array_equal(value, other.extras[key]) for key, value in self.extras.items())
         return same_extras and all(np.array_equal(mine[name], theirs[name]) for name in mine)
 
+    def assign(self, rows: NDArray[np.integer], new: RequestBatch) -> RequestBatch:
+        """This batch with ``rows`` set to the requests of ``new``, written in place.
+
+        A new batch is returned only where the layout differs (a longer history than this batch holds, other extras).
+        """
+        if self.extras.keys() != new.extras.keys() or new.history.shape[1] > self.history.shape[1]:
+            order = np.arange(len(self))
+            order[rows] = len(self) + np.arange(len(new))
+            return RequestBatch.concatenate([self, new]).take(order)
+        for name, value in self._arrays().items():
+            if name != "history":
+                value[rows] = getattr(new, name)
+        for key, value in self.extras.items():
+            value[rows] = new.extras[key]
+        w = new.history.shape[1]
+        self.history[rows, :w], self.history[rows, w:] = new.history, -1
+        return self
+
     @staticmethod
     def concatenate(batches: Sequence[RequestBatch], out: RequestBatch | None = None) -> RequestBatch:
         """Stack batches along the batch axis (histories are padded to the longest).

@@ -57,8 +57,16 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value)
+def _is_number(value: Any, allowed: str | None = None) -> bool:
+    """A real number, finite unless ``allowed`` names ``inf`` (e.g. ``"(0, inf]"``); never NaN."""
+    if not (_is_int(value) or isinstance(value, (float, np.floating))) or math.isnan(value):
+        return False
+    return math.isfinite(value) or (allowed is not None and "inf" in allowed)
+
+
+def _same_kind(value: Any, choice: Any) -> bool:
+    """Whether ``value`` is the kind of value ``choice`` is (a numpy string is a string; ``True`` is not ``1``)."""
+    return isinstance(value, type(choice)) and isinstance(value, bool) == isinstance(choice, bool)
 
 
 def _allows(annotation: Any, value: Any, allowed: str | None) -> bool:
@@ -69,9 +77,9 @@ def _allows(annotation: Any, value: Any, allowed: str | None) -> bool:
     if annotation is type(None):
         return value is None
     if origin is Literal:
-        return any(value == choice and type(value) is type(choice) for choice in get_args(annotation))
+        return any(value == choice and _same_kind(value, choice) for choice in get_args(annotation))
     if annotation in (int, float):
-        fits = _is_int(value) if annotation is int else _is_number(value)
+        fits = _is_int(value) if annotation is int else _is_number(value, allowed)
         return fits and (allowed is None or in_range(value, allowed))
     if annotation in (bool, str):
         return isinstance(value, annotation)
@@ -93,7 +101,8 @@ def _describe(annotation: Any, allowed: str | None) -> str:
     if origin is Literal:
         return f"one of {list(get_args(annotation))}"
     if annotation in (int, float):
-        noun = "an integer" if annotation is int else "a number"
+        one_sided = allowed is None or _COMPARISON.match(allowed) is not None
+        noun = "an integer" if annotation is int else "a finite number" if one_sided else "a number"
         if allowed is None:
             return noun
         return f"{noun} {allowed}" if _COMPARISON.match(allowed) else f"{noun} in {allowed}"

@@ -165,7 +165,7 @@ def test_bad_settings_say_what_is_allowed(tmp_path):
         BPRConfig(dim=0)
     with pytest.raises(ValueError, match=r"lr=0; allowed: a number in \(0, 1\)"):
         BPRAgent(lr=0)
-    with pytest.raises(ValueError, match="reg=-1; allowed: a number >= 0"):
+    with pytest.raises(ValueError, match="reg=-1; allowed: a finite number >= 0"):
         BPRAgent(reg=-1)
     with pytest.raises(ValueError, match=r"dropout=1.0; allowed: a number in \[0, 1\)"):
         SASRecConfig(dropout=1.0)

@@ -42,9 +42,9 @@ def test_defaults():
         ("label_noise", -1e-9, "a number in [0, 1]"),
         ("click_model", "dbn", "['position', 'cascade']"),
         ("click_model", "Position", "['position', 'cascade']"),
-        ("examination_eta", -1, "a number >= 0"),
-        ("examination_eta", float("inf"), "a number >= 0"),
-        ("examination_eta", "1", "a number >= 0"),
+        ("examination_eta", -1, "a finite number >= 0"),
+        ("examination_eta", float("inf"), "a finite number >= 0"),
+        ("examination_eta", "1", "a finite number >= 0"),
     ],
 )
 def test_bad_values_raise_a_value_error_naming_the_value_and_the_allowed_values(field, value, allowed):

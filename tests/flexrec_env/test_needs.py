@@ -11,12 +11,14 @@ import pytest
 
 from flexrec_env.metrics import ndcg
 from flexrec_env.needs import (
+    COMPOSITION_IDS,
+    FIRST_NAME_ID,
     MAX_NEEDS,
     NEED_FEATURE_DIM,
-    NUM_BUILTIN_IDS,
     Need,
     all_of,
     builtin_needs,
+    check_scenario_needs,
     get_need,
     held_out_needs,
     name_id,
@@ -27,7 +29,7 @@ from flexrec_env.needs import (
     resolve_needs,
     training_needs,
 )
-from scenarios import SyntheticScenario
+from scenarios import ScenarioCheckError, SyntheticScenario
 
 ITEM_NEEDS = ["interest", "trending", "niche", "fresh"]
 
@@ -145,7 +147,18 @@ def test_bad_need_lookups():
 
 def test_builtin_need_ids_are_fixed():
     names = ["interest", "trending", "niche", "fresh", "diverse", "fresh+niche", "trending+fresh"]
-    assert [need_id(get_need(name)) for name in names] == list(range(NUM_BUILTIN_IDS))
+    assert [need_id(get_need(name)) for name in names] == list(range(7))
+
+
+def test_compositions_of_built_ins_have_fixed_ids_whatever_the_order():
+    """Every set of two to five built-ins has its own id in 5-30; another order of the parts is the same need."""
+    assert sorted(COMPOSITION_IDS.values()) == list(range(5, FIRST_NAME_ID)) and FIRST_NAME_ID == 31
+    assert get_need("niche+fresh") is get_need("fresh+niche")
+    pairs = ["interest+fresh", "niche+fresh", "interest+diverse", "niche+interest", "diverse+trending+niche"]
+    ids = [need_id(get_need(name)) for name in pairs]
+    assert ids[1] == 5 and len(set(ids)) == len(ids) and all(5 <= i < FIRST_NAME_ID for i in ids)
+    assert need_id(get_need("fresh+interest")) == ids[0]  # the same parts, the same id
+    assert set(get_need("niche+trending+diverse").parts) == {"diverse", "trending", "niche"}
 
 
 def test_custom_need_ids_do_not_depend_on_registration_order():
@@ -164,16 +177,26 @@ def test_custom_need_ids_do_not_depend_on_registration_order():
     assert runs[0].stdout == runs[1].stdout
     ids = dict(ast.literal_eval(runs[0].stdout))
     assert ids == {name: name_id(name) for name in names}
-    assert all(NUM_BUILTIN_IDS <= i < MAX_NEEDS for i in ids.values())
+    assert all(FIRST_NAME_ID <= i < MAX_NEEDS for i in ids.values())
 
 
 def test_need_id_clash_is_an_error_that_says_how_to_resolve_it():
     taken = name_id("test-id-a")
     first = register_need(Need(name="test-id-a", instructions=("x",), relevance=lambda r: r.interest))
     assert need_id(first) == taken
-    with pytest.raises(ValueError, match=rf"need_id {taken}, which need 'test-id-a' holds; rename it or pass"):
+    with pytest.raises(ValueError, match=rf"need_id {taken}, which need 'test-id-a' holds; rename it or build it with"):
         register_need(Need(name="test-id-b", instructions=("x",), relevance=lambda r: r.interest, need_id=taken))
     fixed = register_need(Need(name="test-id-c", instructions=("x",), relevance=lambda r: r.interest, need_id=MAX_NEEDS - 1))
     assert need_id(fixed) == MAX_NEEDS - 1
     with pytest.raises(ValueError, match=r"need_id=64; allowed: an integer in \[0, 64\)"):
         Need(name="test-id-d", instructions=("x",), relevance=lambda r: r.interest, need_id=64)
+
+
+def test_a_scenario_whose_needs_fail_registers_none_of_them():
+    class Odd(SyntheticScenario):
+        def needs(self):
+            return [Need(name="test-odd", instructions=("x",), relevance=lambda requests: 1 / 0)]
+
+    with pytest.raises(ScenarioCheckError, match="need 'test-odd' failed on this scenario's requests"):
+        check_scenario_needs(Odd(num_items=300))
+    assert "test-odd" not in registered_needs()

@@ -13,11 +13,10 @@ from flexrec_env.metrics import alpha_ndcg, dcg, discounts, gains, ideal_dcg, nd
 from flexrec_env.swap import (
     brute_force_swap_rewards,
     full_order,
+    generic_step_rewards,
     marginal_reward,
-    next_item_values,
     step_swap_reward,
     swap_coefficients,
-    swap_from_values,
     swap_rewards,
     swap_rewards_generic,
 )
@@ -281,11 +280,6 @@ def step_cases(draw):
     return prefix, action, placed, relevance, categories, k
 
 
-def step_swap_reward_generic(metric, prefix, action, placed, relevance, categories, k):
-    """The per-step swap reward of any list metric: f of every next item, then the chosen one against the pool."""
-    return swap_from_values(next_item_values(metric, prefix, relevance, categories, k), action, placed)
-
-
 @settings(max_examples=150, deadline=None)
 @given(step_cases())
 def test_step_swap_reward_generic_ndcg_equals_closed_form(case):
@@ -301,7 +295,7 @@ def test_step_swap_reward_generic_ndcg_equals_closed_form(case):
     discount = discounts(t + 1, k)[t]
     expected = step_swap_reward(g_all[np.arange(batch), action], discount, pool_gain, pool_size, ideal_dcg(relevance, k))
     placed_before = placed.copy()
-    out = step_swap_reward_generic(ndcg, prefix, action, placed, relevance, categories, k)
+    out, _ = generic_step_rewards(ndcg, prefix, action, placed, relevance, categories, k)
     np.testing.assert_array_equal(placed, placed_before)  # the mask is not modified
     assert out.shape == (batch,)
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
@@ -311,7 +305,7 @@ def test_step_swap_reward_generic_ndcg_equals_closed_form(case):
 @given(step_cases())
 def test_step_swap_reward_generic_alpha_ndcg_equals_definition(case):
     prefix, action, placed, relevance, categories, k = case
-    out = step_swap_reward_generic(alpha_ndcg, prefix, action, placed, relevance, categories, k)
+    out, marginal = generic_step_rewards(alpha_ndcg, prefix, action, placed, relevance, categories, k)
     n = placed.shape[1]
     for b in range(len(out)):
         before = [int(x) for x in prefix[b]]
@@ -322,6 +316,8 @@ def test_step_swap_reward_generic_alpha_ndcg_equals_definition(case):
         alternatives = [j for j in range(n) if j not in before and j != int(action[b])]
         expected = f(int(action[b])) - np.mean([f(j) for j in alternatives]) if alternatives else 0.0
         assert out[b] == pytest.approx(expected, abs=1e-12)
+        f_prefix = float(alpha_ndcg(np.array([before]), relevance[b][None], categories[b][None], k=k)[0]) if before else 0.0
+        assert marginal[b] == pytest.approx(f(int(action[b])) - f_prefix, abs=1e-12)
 
 
 def test_step_swap_reward_generic_hand_example():
@@ -329,16 +325,16 @@ def test_step_swap_reward_generic_hand_example():
     # f([1]) = 0; alternatives {0, 2}: f([0]) = 1 / IDCG = 1, f([2]) = 0 -> r = 0 - 1/2 = -0.5
     # second row: prefix [1], action 0 at position 2: f([1, 0]) = 1/log2(3); alternative {2}: f([1, 2]) = 0
     relevance, categories = np.array([[1, 0, 0]]), np.zeros((1, 3), dtype=np.int64)
-    out = step_swap_reward_generic(
+    out, _ = generic_step_rewards(
         ndcg, np.zeros((1, 0), dtype=np.int64), np.array([1]), np.zeros((1, 3), bool), relevance, categories, 2
     )
     np.testing.assert_allclose(out, [-0.5], rtol=0, atol=1e-15)
-    out = step_swap_reward_generic(
+    out, _ = generic_step_rewards(
         ndcg, np.array([[1]]), np.array([0]), np.array([[False, True, False]]), relevance, categories, 2
     )
     np.testing.assert_allclose(out, [1.0 / LOG2_3], rtol=0, atol=1e-15)
     # the last item (no alternative left) earns 0
-    out = step_swap_reward_generic(
+    out, _ = generic_step_rewards(
         ndcg, np.array([[1, 0]]), np.array([2]), np.array([[True, True, False]]), relevance, categories, 2
     )
     np.testing.assert_array_equal(out, [0.0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -158,3 +160,39 @@ def test_group_size_errors_name_the_value():
         FlexRecVectorEnv(6, group_size=4, autoreset_mode="Disabled")
     with pytest.raises(ValueError, match="group_size=2 needs autoreset_mode='Disabled'"):
         FlexRecVectorEnv(6, group_size=2)
+
+
+def test_per_env_streams_serve_groups_and_reseeded_subsets_as_single_envs_would():
+    """Groups draw from their first env's stream only, and a reset with a seed and a mask rebuilds the streams: both
+    start from an empty block store, which then holds every env's first block."""
+    groups = FlexRecVectorEnv(4, group_size=2, autoreset_mode="Disabled", need="trending")
+    obs, _ = groups.reset(seed=0)
+    single = {i: gym.make("FlexRec-v0", need="trending").unwrapped.reset(seed=i)[0] for i in (0, 2)}
+    for env, first in ((0, 0), (1, 0), (2, 2), (3, 2)):
+        np.testing.assert_array_equal(obs["candidates"][env], single[first]["candidates"])
+    envs = FlexRecVectorEnv(3, autoreset_mode="Disabled", need="trending")
+    envs.reset(seed=0)
+    obs, _ = envs.reset(seed=[5, None, None], options={"reset_mask": [True, False, False]})
+    expected = gym.make("FlexRec-v0", need="trending").unwrapped.reset(seed=5)[0]
+    np.testing.assert_array_equal(obs["candidates"][0], expected["candidates"])
+
+
+def test_block_store_takes_longer_histories_on_a_partial_refill():
+    """A new block whose histories are longer than the store's widens the store; the other envs' rows are kept."""
+    from flexrec_env.core import EpisodeNoise
+
+    envs = FlexRecVectorEnv(2, need="interest")
+    envs.reset(seed=0)
+    noise = envs._streams.noise
+    wide = noise.take(np.arange(64))
+    wide = EpisodeNoise(
+        requests=replace(wide.requests, history=np.pad(wide.requests.history, ((0, 0), (0, 3)), constant_values=7)),
+        **{k: getattr(wide, k) for k in ("need_uniform", "instruction_uniform", "observe_uniform", "noise_uniform",
+                                         "grade_uniform", "click_uniform")},
+    )  # fmt: skip
+    kept = noise.requests.candidates[64:].copy()
+    merged = noise.assign(np.arange(64), wide)
+    assert merged.requests.history.shape[1] == noise.requests.history.shape[1] + 3
+    np.testing.assert_array_equal(merged.requests.history[:64, -3:], 7)
+    np.testing.assert_array_equal(merged.requests.history[64:, -3:], -1)
+    np.testing.assert_array_equal(merged.requests.candidates[64:], kept)

@@ -63,7 +63,7 @@ def test_ranges_by_hand(value, allowed, inside):
         ({"rate": "0.5"}, "rate='0.5'; allowed: a number in (0, 1]"),
         ({"flag": 1}, "flag=1; allowed: true or false"),
         ({"mode": "c"}, "mode='c'; allowed: one of ['a', 'b']"),
-        ({"limit": -1.0}, "limit=-1.0; allowed: a number >= 0 or None"),
+        ({"limit": -1.0}, "limit=-1.0; allowed: a finite number >= 0 or None"),
         ({"names": ("x", 1)}, "names=('x', 1); allowed: a tuple of str values"),
         ({"names": ["x"]}, "names=['x']; allowed: a tuple of str values"),
         ({"extra": [1]}, "extra=[1]; allowed: a mapping"),
@@ -94,7 +94,7 @@ def test_every_config_checks_every_field(config_class):
 
 
 def test_config_ranges_name_the_value():
-    with pytest.raises(ValueError, match=re.escape("kl_coef=-0.5; allowed: a number >= 0 or None")):
+    with pytest.raises(ValueError, match=re.escape("kl_coef=-0.5; allowed: a finite number >= 0 or None")):
         TrainerConfig(kl_coef=-0.5)
     with pytest.raises(ValueError, match=re.escape("advantage='grpo'; allowed: one of ['list', 'swap', 'flexrec']")):
         TrainerConfig(advantage="grpo")  # type: ignore[arg-type]
