@@ -262,6 +262,13 @@ def test_threads_are_set_once_at_the_start(monkeypatch):
     for command in ("train", "evaluate", "benchmark"):
         option = next(p for p in main.commands[command].params if p.name == "threads")
         assert "default: 1" in (option.help or "")
+    from dataclasses import asdict
+
+    from agents.benchmark import BenchmarkConfig
+
+    assert asdict(BenchmarkConfig())["threads"] == 1, "the benchmark records its thread count in config.json"
+    with pytest.raises(ValueError, match="threads=0; allowed: an integer >= 1"):
+        BenchmarkConfig(threads=0)
 
 
 def test_evaluation_reports_progress_as_log_lines(caplog):
