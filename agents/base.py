@@ -9,6 +9,9 @@ on the other, so :func:`play_episode` runs any agent. Trainable agents also impl
 from __future__ import annotations
 
 import abc
+import inspect
+import logging
+import typing
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -18,6 +21,29 @@ from numpy.typing import NDArray
 
 from scenarios import Request
 from scenarios.settings import check_value
+
+logger = logging.getLogger(__name__)
+_INTEROP_THREADS: list[int] = []  # the count torch's inter-op pool was given; it can be given only once per process
+
+
+def use_threads(count: int) -> None:
+    """Run torch on ``count`` intra-op threads (and as many inter-op threads, if torch has not started that pool).
+
+    The compact policies and critics of FlexRec are too small to gain from more than one thread: on a busy machine
+    extra threads only wait on each other (see the README's timing). torch accepts the inter-op count only once
+    per process and only before its first parallel work; later calls leave it as it is.
+    """
+    import torch
+
+    check_value("threads", count, int, ">= 1")
+    torch.set_num_threads(count)
+    if not _INTEROP_THREADS:
+        try:
+            torch.set_num_interop_threads(count)
+            _INTEROP_THREADS.append(count)
+        except RuntimeError as error:  # parallel work already started, or another caller set it
+            _INTEROP_THREADS.append(torch.get_num_interop_threads())
+            logger.debug("inter-op threads stay at %d: %s", _INTEROP_THREADS[0], error)
 
 
 def is_main_process() -> bool:
@@ -54,6 +80,18 @@ class Agent:
         if not self._plan:
             raise RuntimeError(f"agent {self.name!r} ranked fewer candidates than the list length")
         return self._plan.pop(0)
+
+    @classmethod
+    def setting_types(cls) -> dict[str, Any]:
+        """The settings the agent takes (``--set KEY=VALUE``), with their annotations; default: its ``__init__``'s."""
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        hints = typing.get_type_hints(cls.__init__)
+        parameters = inspect.signature(cls.__init__).parameters
+        return {name: hints.get(name, Any) for name, p in parameters.items() if name != "self" and p.kind in kinds}
+
+    def feature_sizes(self) -> dict[str, int]:
+        """The observation feature sizes the agent was built for (``{"candidates": F, ...}``); empty: any sizes."""
+        return {}
 
     def seed(self, seed: int | None) -> None:  # noqa: B027  (optional hook)
         """Reseed the agent's own randomness, if it has any."""

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.base import Agent, TrainableAgent
+from agents.base import Agent, TrainableAgent, use_threads
 from agents.checkpoints import atomic_write
 from agents.evaluation import REPORTED_METRICS, evaluate, format_ci, mean_ci
 from agents.registry import AGENTS, make_agent
@@ -103,9 +103,11 @@ class BenchmarkConfig:
     """Environment steps of each RL training run; BPR and SASRec get the same number of training examples."""
     episodes: int = 200
     """Evaluation episodes per need and cell."""
+    threads: int = 1
+    """torch threads of the whole run (:func:`~agents.base.use_threads`): the compact models gain nothing from more."""
 
     def __post_init__(self) -> None:
-        check_fields(self, {"seeds": ">= 1", "steps": ">= 1", "episodes": ">= 1"})
+        check_fields(self, {"seeds": ">= 1", "steps": ">= 1", "episodes": ">= 1", "threads": ">= 1"})
         unknown = sorted(set(self.agents) - set(ENTRIES) - set(DERIVED))
         if unknown:
             raise ValueError(f"unknown benchmark agent(s) {unknown}; allowed: {[*ENTRIES, *DERIVED]}")
@@ -168,6 +170,7 @@ def run_cells(source: str, seed: int, config: BenchmarkConfig, rankers: Sequence
 
 def run_benchmark(config: BenchmarkConfig, out: Path, progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every missing cell, then write the report (``results.json``, ``results.md``, PNG plots) to ``out``."""
+    use_threads(config.threads)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", asdict(config))
 

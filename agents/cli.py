@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,60 +15,56 @@ import flexrec_env  # noqa: F401  (registers FlexRec-v0)
 from agents.advantages import ESTIMATORS
 from agents.base import Agent, TrainableAgent, is_main_process
 from agents.baselines import NeedAwareHeuristic, RandomAgent
+from agents.cli_options import (
+    agent_settings_from,
+    config_option,
+    env_arg_option,
+    env_kwargs_from,
+    model_option,
+    need_option,
+    scenario_arg_option,
+    scenario_kwargs_from,
+    scenario_option,
+    seed_option,
+    set_threads,
+    threads_option,
+)
 from agents.evaluation import Evaluation, evaluate, need_table
 from agents.flexrec import PolicyAgent
-from agents.language_models import dequantized_copy, is_gguf
 from agents.llm import FlexRecLLMAgent
 from agents.registry import AGENTS, load_agent, make_agent
 from flexrec_env.config import resolve_scenario
-from flexrec_env.needs import held_out_needs, registered_needs, resolve_needs, training_needs
+from flexrec_env.needs import held_out_needs, registered_needs
 from scenarios import available_scenarios
+
+
+class StderrHandler(logging.StreamHandler):
+    """Log records to whatever ``sys.stderr`` is when they are written (click's test runner replaces it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(flexrec_env.__version__, prog_name="flexrec-agent")
 def main() -> None:
     """Train and evaluate need-following recommenders on the FlexRec environment."""
-
-
-def parse_pairs(pairs: tuple[str, ...] | list[str], option: str = "--scenario-arg") -> dict[str, Any]:
-    """``key=value`` pairs as keyword arguments; values are JSON when they parse (numbers, booleans, lists)."""
-    kwargs: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r}; expected key=value, e.g. path=data/ml-100k", param_hint=option)
-        try:
-            kwargs[key] = json.loads(value)
-        except json.JSONDecodeError:
-            kwargs[key] = value
-    return kwargs
-
-
-def parse_scenario_args(pairs: tuple[str, ...]) -> dict[str, Any]:
-    return parse_pairs(pairs, "--scenario-arg")
-
-
-scenario_option = click.option(
-    "--scenario",
-    default="synthetic",
-    show_default=True,
-    help="Scenario: a name from `flexrec-agent scenarios` or package.module:Factory.",
-)
-scenario_arg_option = click.option(
-    "--scenario-arg",
-    "scenario_args",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Argument of the scenario's factory (repeatable), e.g. --scenario-arg path=data/ml-100k.",
-)
+    if not logging.getLogger().handlers:  # progress and notices as log lines when the output is not a terminal
+        handler = StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 @main.command()
 @click.option(
     "--episodes", default=300, show_default=True, type=click.IntRange(min=1), help="Evaluation episodes per need and agent."
 )
-@click.option("--seed", default=0, show_default=True, help="Seed of the first episode; episode i uses seed + i.")
+@seed_option("Seed of the first episode; episode i uses seed + i.")
 @scenario_option
 @scenario_arg_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the results as JSON here.")
@@ -79,12 +77,13 @@ def quickstart(episodes: int, seed: int, scenario: str, scenario_args: tuple[str
       flexrec-agent quickstart --scenario movietweetings --scenario-arg path=../shared/data/movietweetings-100k
     """
     agents: list[Agent] = [RandomAgent(seed), NeedAwareHeuristic()]
+    scenario_kwargs = scenario_kwargs_from(scenario, scenario_args)
     try:
-        resolve_scenario(scenario, parse_scenario_args(scenario_args))  # registers the scenario's own needs
+        resolve_scenario(scenario, scenario_kwargs)  # registers the scenario's own needs
     except (ValueError, TypeError, FileNotFoundError) as error:
-        raise click.BadParameter(str(error), param_hint="--scenario") from error
+        raise click.BadParameter(str(error), param_hint="--scenario/--scenario-arg") from error
     needs = list(registered_needs().values())
-    env_kwargs = {"scenario": scenario, "scenario_kwargs": parse_scenario_args(scenario_args)}
+    env_kwargs = {"scenario": scenario, "scenario_kwargs": scenario_kwargs}
     evaluations = [
         evaluate(agent, env_kwargs, [n.name for n in needs], episodes, seed, metrics=("NDCG@5",))
         for agent in tqdm(agents, desc="quickstart")
@@ -96,117 +95,6 @@ def quickstart(episodes: int, seed: int, scenario: str, scenario_args: tuple[str
     if out is not None:
         summary = {need: {e.agent: e.summary()[need]["NDCG@5"] for e in evaluations} for need in cells}
         out.write_text(json.dumps(summary, indent=2))
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Configuration files: keys are option names; options given on the command line override them.
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """A YAML or TOML file as a dict (``.toml`` is TOML; anything else is read as YAML)."""
-    text = path.read_text()
-    try:
-        if path.suffix == ".toml":
-            import tomllib
-
-            data: Any = tomllib.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-    except Exception as error:  # noqa: BLE001  (any parse error becomes a usage error naming the file)
-        raise click.BadParameter(f"{path}: {error}", param_hint="--config") from error
-    if not isinstance(data, dict):
-        raise click.BadParameter(f"{path} must hold a mapping of option names to values", param_hint="--config")
-    return data
-
-
-def _to_pairs(mapping: dict[str, Any]) -> list[str]:
-    return [f"{key}={json.dumps(value)}" for key, value in mapping.items()]
-
-
-def load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
-    if value is None:
-        return
-    data = {key.replace("-", "_"): item for key, item in read_config(value).items()}
-    for key in ("scenario_args", "settings", "env_args"):
-        if isinstance(data.get(key), dict):
-            data[key] = _to_pairs(data[key])
-    if isinstance(data.get("need"), list):
-        data["need"] = ",".join(data["need"])
-    known = {p.name for p in ctx.command.params}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise click.BadParameter(
-            f"unknown key(s) {unknown} in {value}; allowed: {sorted(known - {'config'})}", param_hint="--config"
-        )
-    ctx.default_map = {**(ctx.default_map or {}), **data}
-
-
-config_option = click.option(
-    "--config",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    callback=load_config,
-    is_eager=True,
-    expose_value=False,
-    help="YAML or TOML file of option values (keys are option names); command-line options override it.",
-)
-need_option = click.option(
-    "--need",
-    default=None,
-    help="Comma-separated needs (default: every need not held out; see `flexrec-agent needs`).",
-)
-model_option = click.option(
-    "--model",
-    default=None,
-    metavar="PATH_OR_NAME",
-    help="Causal language model of the flexrec-llm agent: a GGUF file (de-quantized once and cached), a local folder "
-    "or a hub name (default: the built-in tiny smoke-test model). Same as --set model=...",
-)
-env_arg_option = click.option(
-    "--env-arg",
-    "env_args",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="FlexRec-v0 argument (repeatable), e.g. --env-arg list_length=5 --env-arg reward_mode=marginal.",
-)
-
-
-def env_kwargs_from(scenario: str, scenario_args: tuple[str, ...], need: str | None, env_args: tuple[str, ...]) -> dict[str, Any]:
-    kwargs = {"scenario": scenario, "scenario_kwargs": parse_scenario_args(scenario_args), **parse_pairs(env_args, "--env-arg")}
-    try:
-        resolve_scenario(scenario, kwargs["scenario_kwargs"])  # registers the scenario's own needs; fails early
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        raise click.BadParameter(str(error), param_hint="--scenario") from error
-    kwargs["need"] = [n.name for n in training_needs()] if need is None else [n.strip() for n in need.split(",") if n.strip()]
-    try:
-        resolve_needs(kwargs["need"])
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--need") from error
-    return kwargs
-
-
-def agent_settings_from(agent: str, settings: tuple[str, ...], advantage: str | None, model: str | None) -> dict[str, Any]:
-    """The agent's settings from ``--set`` pairs, ``--advantage`` and ``--model`` (a GGUF file is converted here once)."""
-    agent_settings = parse_pairs(settings, "--set")
-    if advantage is not None:
-        if not agent.startswith("flexrec"):
-            raise click.BadParameter(f"--advantage applies to the flexrec agents, not {agent!r}", param_hint="--advantage")
-        agent_settings["advantage"] = advantage
-    if model is not None:
-        if agent != "flexrec-llm":
-            raise click.BadParameter(f"--model applies to the flexrec-llm agent, not {agent!r}", param_hint="--model")
-        agent_settings["model"] = model
-    name = agent_settings.get("model")
-    if agent == "flexrec-llm" and isinstance(name, str) and Path(name).expanduser().exists():
-        name = agent_settings["model"] = str(Path(name).expanduser().resolve())  # a checkpoint loads from anywhere
-    if agent == "flexrec-llm" and isinstance(name, str) and is_gguf(name):
-        try:
-            copy = dequantized_copy(name, agent_settings.get("model_cache"))
-        except (FileNotFoundError, FileExistsError, ImportError) as error:
-            raise click.BadParameter(str(error), param_hint="--model") from error
-        click.echo(f"{name}: using its de-quantized copy in {copy} (set model_cache=FOLDER to move it)")
-    return agent_settings
 
 
 def evaluation_needs(trained: list[str]) -> list[str]:
@@ -240,7 +128,7 @@ def report(evaluation: Evaluation, out: Path | None) -> None:
 @click.option(
     "--steps", default=150_000, show_default=True, type=click.IntRange(min=1), help="Environment steps (item placements)."
 )
-@click.option("--seed", default=0, show_default=True, help="Seed of training and of the evaluation episodes.")
+@seed_option("Seed of training and of the evaluation episodes.")
 @model_option
 @click.option(
     "--set", "settings", multiple=True, metavar="KEY=VALUE", help="Agent setting (repeatable), e.g. --set learning_rate=1e-3."
@@ -258,6 +146,7 @@ def report(evaluation: Evaluation, out: Path | None) -> None:
 @click.option(
     "--episodes", default=200, show_default=True, type=click.IntRange(min=1), help="Evaluation episodes per need after training."
 )
+@threads_option
 def train(
     agent: str,
     advantage: str | None,
@@ -272,6 +161,7 @@ def train(
     logdir: Path,
     out: Path | None,
     episodes: int,
+    threads: int | None,
 ) -> None:
     """Train an agent, save a checkpoint, and print its metrics per need (held-out needs included).
 
@@ -282,8 +172,10 @@ def train(
       flexrec-agent train --agent bpr --steps 50000
       flexrec-agent train --agent dqn --need trending,niche --steps 100000 --logdir runs/dqn
       flexrec-agent train --config configs/maskable_ppo.yaml --seed 3
+      flexrec-agent train --config configs/flexrec.yaml --threads 2
       flexrec-agent train --agent flexrec-llm --model Qwen/Qwen2.5-0.5B-Instruct --steps 20000
     """
+    set_threads(threads, agent)
     env_kwargs = env_kwargs_from(scenario, scenario_args, need, env_args)
     agent_settings = agent_settings_from(agent, settings, advantage, model)
     try:
@@ -301,7 +193,7 @@ def train(
     else:
         click.echo(f"{agent} has nothing to train; evaluating it as is")
     evaluation = evaluate(
-        learner, env_kwargs, needs=evaluation_needs(env_kwargs["need"]), episodes=episodes, seed=seed + 1_000_000
+        learner, env_kwargs, needs=evaluation_needs(env_kwargs["need"]), episodes=episodes, seed=seed + 1_000_000, progress=True
     )
     report(evaluation, run_dir / "results.json")
 
@@ -320,12 +212,13 @@ def train(
 @need_option
 @env_arg_option
 @click.option("--episodes", default=200, show_default=True, type=click.IntRange(min=1), help="Episodes per need.")
-@click.option("--seed", default=0, show_default=True, help="Episode i of each need uses seed + i.")
+@seed_option("Episode i of each need uses seed + i.")
 @model_option
 @click.option(
     "--set", "settings", multiple=True, metavar="KEY=VALUE", help="Setting of the --agent (repeatable), e.g. --set max_history=5."
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the results as JSON here.")
+@threads_option
 def evaluate_command(
     agent: str | None,
     checkpoint: Path | None,
@@ -338,6 +231,7 @@ def evaluate_command(
     model: str | None,
     settings: tuple[str, ...],
     out: Path | None,
+    threads: int | None,
 ) -> None:
     """Evaluate an agent or a checkpoint per need on the true relevance: NDCG@5/10 and Recall@5/10 with 95% CIs.
 
@@ -359,10 +253,12 @@ def evaluate_command(
         ranker = load_agent(checkpoint) if checkpoint is not None else make_agent(str(agent), **agent_settings)
     except (ValueError, FileNotFoundError) as error:
         raise click.BadParameter(str(error), param_hint="--agent/--checkpoint") from error
+    if checkpoint is None and isinstance(ranker, TrainableAgent) and not isinstance(ranker, FlexRecLLMAgent):
+        hint = f"give --checkpoint PATH written by `flexrec-agent train --agent {agent}`"
+        raise click.BadParameter(f"{agent} is a trainable agent and untrained: {hint}", param_hint="--agent")
+    set_threads(threads, ranker.name)
     env_kwargs = env_kwargs_from(scenario, scenario_args, need, env_args)
     if isinstance(ranker, PolicyAgent) and ranker.policy is None:
-        if not isinstance(ranker, FlexRecLLMAgent):
-            raise click.BadParameter(f"{agent} is untrained: give --checkpoint PATH written by `train`", param_hint="--agent")
         try:
             ranker.init_policy(env_kwargs)
         except (ValueError, OSError) as error:  # a model that cannot be loaded or read as a ranker
@@ -373,7 +269,11 @@ def evaluate_command(
         if key in trained and key not in env_kwargs:
             env_kwargs[key] = trained[key]
     needs = env_kwargs["need"] if need is not None else evaluation_needs(env_kwargs["need"])
-    report(evaluate(ranker, env_kwargs, needs=needs, episodes=episodes, seed=seed), out)
+    try:
+        evaluation = evaluate(ranker, env_kwargs, needs=needs, episodes=episodes, seed=seed, progress=True)
+    except ValueError as error:  # a checkpoint of another scenario's feature sizes, or shapes it cannot rank
+        raise click.BadParameter(str(error), param_hint="--checkpoint/--scenario/--env-arg") from error
+    report(evaluation, out)
 
 
 @main.command("fetch-model")
@@ -445,6 +345,7 @@ def scenarios() -> None:
     show_default=True,
     help="Output folder (cells, results.json, results.md, PNG plots); a rerun resumes from its finished cells.",
 )
+@threads_option
 def benchmark(
     scenario: str,
     scenario_args: tuple[str, ...],
@@ -455,6 +356,7 @@ def benchmark(
     episodes: int | None,
     quick: bool,
     out: Path,
+    threads: int | None,
 ) -> None:
     """Train and evaluate every agent on the same requests and seeds; write a table, JSON and plots.
 
@@ -471,11 +373,12 @@ def benchmark(
     settings: dict[str, Any] = {"scenario": scenario, "scenario_kwargs": env_kwargs["scenario_kwargs"]}
     settings["needs"] = tuple(env_kwargs["need"])
     settings["agents"] = tuple(a.strip() for a in agent_names.split(",") if a.strip()) if agent_names else DEFAULT_AGENTS
-    settings.update({k: v for k, v in {"seeds": seeds, "steps": steps, "episodes": episodes}.items() if v is not None})
+    given = {"seeds": seeds, "steps": steps, "episodes": episodes, "threads": threads}
+    settings.update({k: v for k, v in given.items() if v is not None})
     try:
         config = BenchmarkConfig.quick(**settings) if quick else BenchmarkConfig(**settings)
     except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--agents/--seeds/--steps/--episodes") from error
+        raise click.BadParameter(str(error), param_hint="--agents/--seeds/--steps/--episodes/--threads") from error
     run_benchmark(config, out, progress=click.echo)
     click.echo((out / "results.md").read_text())
     written = [name for name in ("results.json", "results.md", "needs.png", "learning_curves.png") if (out / name).is_file()]

@@ -59,7 +59,7 @@ from torch import nn
 
 from flexrec_env.metrics import ideal_dcg
 from flexrec_env.swap import swap_coefficients
-from scenarios.settings import check_fields
+from scenarios.settings import check_fields, field_types
 
 Completion = Literal["impute", "dr", "none"]
 ProbsT = TypeVar("ProbsT", torch.Tensor, NDArray[np.float64])
@@ -107,6 +107,11 @@ class CriticConfig:
 
 #: Agent settings that configure the critic: its config's fields prefixed with ``critic_``.
 CRITIC_SETTINGS = frozenset(f"critic_{f.name}" for f in fields(CriticConfig))
+
+
+def critic_setting_types() -> dict[str, Any]:
+    """:data:`CRITIC_SETTINGS` with the annotations of the critic's fields."""
+    return {f"critic_{name}": annotation for name, annotation in field_types(CriticConfig).items()}
 
 
 def critic_settings(settings: dict[str, Any]) -> tuple[CriticConfig, dict[str, Any]]:

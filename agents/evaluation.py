@@ -18,6 +18,7 @@ import numpy as np
 
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
 from agents.base import Agent, play_episode
+from agents.progress import Progress
 from flexrec_env.needs import Need, resolve_needs
 from scenarios.settings import check_value
 
@@ -79,6 +80,18 @@ class Evaluation:
         return "\n".join([f"agent: {self.agent}", *need_table(cells, self.held_out)])
 
 
+def check_feature_sizes(agent: Agent, space: gym.Space[Any], env_kwargs: Mapping[str, Any]) -> None:
+    """A ``ValueError`` naming both sizes unless ``space`` has the feature sizes ``agent`` was built for."""
+    for key, size in agent.feature_sizes().items():
+        found = space[key].shape[-1]  # type: ignore[index]
+        if found != size:
+            scenario = env_kwargs.get("scenario", "synthetic")
+            raise ValueError(
+                f"the {agent.name} agent was built for {key} features of size {size}, but scenario {scenario!r} gives "
+                f"size {found}; evaluate it on the scenario (and scenario arguments) it was trained on"
+            )
+
+
 def evaluate(
     agent: Agent,
     env_kwargs: dict[str, Any] | None = None,
@@ -86,24 +99,33 @@ def evaluate(
     episodes: int = 200,
     seed: int = 0,
     metrics: Sequence[str] = REPORTED_METRICS,
+    progress: bool = False,
 ) -> Evaluation:
     """Play ``episodes`` seeded episodes per need with ``agent`` and collect the true-relevance metrics.
 
     ``env_kwargs`` are ``gym.make("FlexRec-v0", ...)`` arguments (the need is set per evaluation); ``needs``
-    defaults to the env's ``need`` argument.
+    defaults to the env's ``need`` argument. With ``progress``, episodes are counted as they end
+    (:class:`~agents.progress.Progress`: a bar in a terminal, log lines otherwise). A ``ValueError`` names both
+    sizes when the env's features differ in size from those the agent was built for (another scenario's).
     """
     check_value("episodes", episodes, int, ">= 1")
     env_kwargs = dict(env_kwargs or {})
     chosen = resolve_needs(needs if needs is not None else env_kwargs.pop("need", "interest"))
     env_kwargs.pop("need", None)
     result = Evaluation(agent=agent.name)
+    bar = Progress(len(chosen) * episodes, f"evaluate {agent.name}", unit="episode", enabled=progress)
     for need in chosen:
         env = gym.make("FlexRec-v0", need=need, expose_truth=agent.needs_truth, **env_kwargs)
+        check_feature_sizes(agent, env.observation_space, env_kwargs)
         agent.seed(seed)
-        infos = [play_episode(env, agent, seed=seed + i) for i in range(episodes)]
+        infos = []
+        for i in range(episodes):
+            infos.append(play_episode(env, agent, seed=seed + i))
+            bar.update(1)
         unknown = sorted(set(metrics) - set(infos[0]["metrics"]))
         if unknown:
             raise ValueError(f"unknown metric(s) {unknown}; allowed: {sorted(infos[0]['metrics'])}")
         result.values[need.name] = {m: [float(info["metrics"][m]) for info in infos] for m in metrics}
         result.held_out[need.name] = need.held_out
+    bar.close()
     return result

@@ -29,13 +29,23 @@ from numpy.typing import NDArray
 
 from agents.base import TrainableAgent, is_main_process
 from agents.checkpoints import load_checkpoint, save_checkpoint
-from agents.critic import CRITIC_SETTINGS, CriticLearner, critic_settings
+from agents.critic import CriticLearner, critic_setting_types, critic_settings
 from agents.policy import RankingInputs, RankingPolicy, TransformerPolicyConfig, TransformerRankingPolicy
 from agents.supervised import CriticRanker
 from agents.trainer import FlexRecTrainer, TrainerConfig
 from scenarios import Request
+from scenarios.settings import field_types
 
 logger = logging.getLogger(__name__)
+
+
+def flat_setting_types(policy_config: type[Any]) -> dict[str, Any]:
+    """The flat settings of an agent around ``policy_config``, with their annotations.
+
+    The trainer's fields, the policy's, and the critic's prefixed with ``critic_``.
+    """
+    trainer = {k: v for k, v in field_types(TrainerConfig).items() if k != "critic"}
+    return {**trainer, **field_types(policy_config), **critic_setting_types()}
 
 
 def split_settings(
@@ -44,7 +54,7 @@ def split_settings(
     """Flat settings to the trainer's, the critic's (``critic_`` prefix) and the policy's (``policy_config``) configs."""
     trainer_names = {f.name for f in fields(TrainerConfig)} - {"critic"}
     policy_names = {f.name for f in fields(policy_config)}
-    allowed = trainer_names | policy_names | CRITIC_SETTINGS
+    allowed = set(flat_setting_types(policy_config))
     unknown = sorted(set(settings) - allowed)
     if unknown:
         raise ValueError(f"unknown {agent} setting(s) {unknown}; allowed: {sorted(allowed)}")
@@ -92,6 +102,10 @@ class PolicyAgent(TrainableAgent):
         """The trainer's logged rows of the last training run (one per iteration; see :meth:`FlexRecTrainer.train`)."""
         self.env_kwargs: dict[str, Any] = {}
         """The environment arguments of training (those that can be written down), for evaluation."""
+
+    @classmethod
+    def setting_types(cls) -> dict[str, Any]:
+        return flat_setting_types(cls.policy_config_class)
 
     # Subclass hooks -------------------------------------------------------------------------------------------------
 
@@ -199,6 +213,11 @@ class FlexRecAgent(PolicyAgent):
 
     name = "flexrec"
     policy_config_class = TransformerPolicyConfig
+
+    def feature_sizes(self) -> dict[str, int]:
+        if not isinstance(self.policy, TransformerRankingPolicy):
+            return {}
+        return dict(zip(("candidates", "user", "need"), self.policy.dims, strict=True))
 
     def build_policy(self, space: gym.spaces.Dict) -> TransformerRankingPolicy:
         dims = (space["candidates"].shape[-1], space["user"].shape[0], space["need"].shape[0])  # type: ignore[index]

@@ -36,13 +36,13 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
 from agents.base import TrainableAgent
 from agents.checkpoints import load_checkpoint, save_checkpoint
+from agents.progress import Progress
 from scenarios import Request
-from scenarios.settings import check_fields
+from scenarios.settings import check_fields, field_types
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +219,10 @@ class HistoryRecommender(TrainableAgent, Generic[ConfigT]):
         self.loss_history: list[tuple[int, float]] = []
         """``(examples processed, batch loss)`` of the last :meth:`learn`."""
 
+    @classmethod
+    def setting_types(cls) -> dict[str, Any]:
+        return {**field_types(cls.config_class), "seed": int | None}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
 
@@ -278,7 +282,7 @@ class HistoryRecommender(TrainableAgent, Generic[ConfigT]):
         self.loss_history = []
         self.model.train()
         processed = 0
-        bar = tqdm(total=total_steps, desc=f"train {self.name}", unit="example", leave=False, mininterval=1.0, disable=None)
+        bar = Progress(total_steps, f"train {self.name}", unit="example")
         try:
             while processed < total_steps:
                 loss, size = self._batch_loss(data, rng, total_steps - processed)

@@ -20,6 +20,11 @@ class AgentSpec:
     description: str
     trainable: bool = False
 
+    def setting_types(self) -> dict[str, Any]:
+        """The settings the factory takes (``--set KEY=VALUE``), with their annotations."""
+        declared = getattr(self.factory, "setting_types", None)
+        return dict(declared()) if callable(declared) else {}
+
 
 def _sb3(algorithm: str) -> Callable[..., Agent]:
     def build(**settings: Any) -> Agent:
@@ -27,6 +32,12 @@ def _sb3(algorithm: str) -> Callable[..., Agent]:
 
         return SB3Agent(algorithm=algorithm, **settings)
 
+    def setting_types() -> dict[str, Any]:
+        from agents.sb3 import SB3Agent
+
+        return SB3Agent.setting_types()
+
+    build.setting_types = setting_types  # type: ignore[attr-defined]
     return build
 
 
@@ -37,11 +48,18 @@ def _lazy(module: str, attribute: str) -> Callable[..., Agent]:
         cls = getattr(importlib.import_module(module), attribute)
         return cls(**settings)
 
+    def setting_types() -> dict[str, Any]:
+        import importlib
+
+        types: dict[str, Any] = getattr(importlib.import_module(module), attribute).setting_types()
+        return types
+
+    build.setting_types = setting_types  # type: ignore[attr-defined]
     return build
 
 
 AGENTS: dict[str, AgentSpec] = {
-    "random": AgentSpec(lambda seed=None: RandomAgent(seed), "uniformly random ranking"),
+    "random": AgentSpec(RandomAgent, "uniformly random ranking"),
     "popularity": AgentSpec(lambda: PopularityAgent("all"), "all-time popularity (need-blind)"),
     "popularity-recent": AgentSpec(lambda: PopularityAgent("recent"), "popularity in the recent window (need-blind)"),
     "need-aware": AgentSpec(NeedAwareHeuristic, "hand-written scoring from the need's features"),

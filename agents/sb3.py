@@ -34,12 +34,12 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
-from tqdm import tqdm
 
 from agents.base import TrainableAgent, training_env_kwargs
 from agents.checkpoints import atomic_write
+from agents.progress import Progress
 from flexrec_env.vector_env import FlexRecVectorEnv
-from scenarios.settings import check_fields
+from scenarios.settings import check_fields, field_types
 
 logger = logging.getLogger(__name__)
 
@@ -297,11 +297,11 @@ ALGORITHMS: dict[str, tuple[type[BaseAlgorithm], type[Any]]] = {
 
 
 class ProgressCallback(BaseCallback):
-    """A tqdm bar over environment steps."""
+    """Progress over environment steps (:class:`~agents.progress.Progress`)."""
 
     def __init__(self, total: int, description: str) -> None:
         super().__init__()
-        self.bar = tqdm(total=total, desc=description, unit="step", leave=False, mininterval=1.0, disable=None)
+        self.bar = Progress(total, description, unit="step")
 
     def _on_step(self) -> bool:
         self.bar.update(min(self.num_timesteps, self.bar.total) - self.bar.n)
@@ -339,6 +339,10 @@ class SB3Agent(TrainableAgent):
         self.name = self.config.algorithm
         self.model: BaseAlgorithm | None = None
         self.env_kwargs: dict[str, Any] = {}
+
+    @classmethod
+    def setting_types(cls) -> dict[str, Any]:
+        return {k: v for k, v in field_types(SB3Config).items() if k != "algorithm"}  # the agent's name fixes it
 
     def _learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None) -> None:
         c = self.config

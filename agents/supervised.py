@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,10 @@ from numpy.typing import NDArray
 
 from agents.base import Agent, TrainableAgent, training_env_kwargs
 from agents.checkpoints import load_checkpoint, save_checkpoint
-from agents.critic import CRITIC_SETTINGS, CriticConfig, CriticLearner, critic_settings
+from agents.critic import CriticConfig, CriticLearner, critic_setting_types, critic_settings
 from agents.policy import RankingInputs, candidate_context
 from scenarios import Request
-from scenarios.settings import check_fields
+from scenarios.settings import check_fields, field_types
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +95,14 @@ class SupervisedAgent(CriticRanker, TrainableAgent):
 
     name = "supervised"
 
+    @classmethod
+    def setting_types(cls) -> dict[str, Any]:
+        own = {k: v for k, v in field_types(SupervisedConfig).items() if k != "critic"}
+        return {**own, **critic_setting_types()}
+
     def __init__(self, **settings: Any) -> None:
         super().__init__()
-        allowed = ({f.name for f in fields(SupervisedConfig)} - {"critic"}) | CRITIC_SETTINGS
+        allowed = set(self.setting_types())
         unknown = sorted(set(settings) - allowed)
         if unknown:
             raise ValueError(f"unknown supervised setting(s) {unknown}; allowed: {sorted(allowed)}")

@@ -45,7 +45,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from tqdm import tqdm
 
 from agents.advantages import ESTIMATORS, USES_CRITIC, Estimator, Rewards, Weight, position_weights
 from agents.base import training_env_kwargs
@@ -59,6 +58,7 @@ from agents.critic import (
     gain_moments,
 )
 from agents.policy import RankingInputs, RankingPolicy
+from agents.progress import Progress
 from flexrec_env.swap import swap_rewards_generic
 from flexrec_env.vector_env import FlexRecVectorEnv
 from scenarios.settings import check_fields, check_value
@@ -446,7 +446,7 @@ class FlexRecTrainer:
         next_eval = self.config.eval_every or math.inf
         started = time.perf_counter()
         shown = progress and self.accelerator.is_main_process
-        bar = tqdm(total=total_steps, desc=f"flexrec ({self.config.advantage})", unit="step", disable=not shown or None)
+        bar = Progress(total_steps, f"flexrec ({self.config.advantage})", unit="step", enabled=shown)
         while self.steps < total_steps:
             batch = self.collect()
             row = {**self.mean_over_processes({**batch.stats, **self.update(batch)}), "steps": float(self.steps)}

@@ -37,10 +37,10 @@ import numpy as np
 import torch
 
 from agents.checkpoints import load_checkpoint
-from agents.cli import parse_pairs
 from agents.evaluation import Evaluation, evaluate, mean_ci
 from agents.llm import FlexRecLLMAgent
 from agents.registry import make_agent
+from agents.settings_parser import parse_settings
 from agents.statistics import paired_difference
 from flexrec_env.needs import held_out_needs
 
@@ -82,7 +82,12 @@ def run_scenario(name: str, env_kwargs: dict[str, Any], args: argparse.Namespace
         checkpoint = out / name / f"{ranker}.ckpt"
         if advantage is None or checkpoint.is_file():
             continue
-        settings = {**SHARED_SETTINGS, **parse_pairs(args.set, "--set"), "model": args.model, "advantage": advantage}
+        settings = {
+            **SHARED_SETTINGS,
+            **parse_settings(args.set, FlexRecLLMAgent.setting_types(), "--set"),
+            "model": args.model,
+            "advantage": advantage,
+        }
         agent = FlexRecLLMAgent(**settings)
         start = time.perf_counter()
         agent.learn(env, args.steps, seed=args.seed)

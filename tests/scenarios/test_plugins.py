@@ -64,6 +64,34 @@ def test_module_colon_factory_path():
     assert scenario.num_items == 250
     with pytest.raises(ValueError, match="cannot load scenario 'nowhere.module:Thing'"):
         make_scenario("nowhere.module:Thing")
+    with pytest.raises(ValueError, match=r"scenario 'os:path' names a module, not a scenario factory; expected"):
+        make_scenario("os:path")
+    with pytest.raises(ValueError, match=r"'math:pi' names a float, not a scenario factory"):
+        make_scenario("math:pi")
+
+
+def test_scenario_settings_are_the_factory_arguments():
+    """From a config dataclass (synthetic), a declared table (the log scenarios), or a plain signature."""
+    from scenarios.logged import LogConfig
+    from scenarios.settings import field_types
+    from scenarios.synthetic import SyntheticConfig
+
+    assert scenarios.scenario_settings("synthetic") == field_types(SyntheticConfig)
+    movielens = scenarios.scenario_settings("movielens")
+    assert movielens is not None and set(movielens) == {"path", *field_types(LogConfig)}
+    logged = scenarios.scenario_settings("logged")
+    assert logged is not None and {"layout", "user_col", "rating_range"} <= set(logged)
+
+    def shops(num_shops: int = 3, label: str = "x") -> scenarios.Scenario:
+        raise AssertionError("not called")
+
+    def anything(**kwargs: object) -> scenarios.Scenario:
+        raise AssertionError("not called")
+
+    scenarios.register("shops-settings-test", shops)
+    scenarios.register("anything-settings-test", anything)
+    assert scenarios.scenario_settings("shops-settings-test") == {"num_shops": int, "label": str}
+    assert scenarios.scenario_settings("anything-settings-test") is None, "undeclared keywords: the factory checks them"
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,206 @@
+"""The options the ``flexrec-agent`` commands share, and the settings they build (:mod:`agents.cli` uses them).
+
+Every value given as text goes through :func:`agents.settings_parser.parse_settings`, typed by the dataclass it
+sets: ``--set`` by the agent's settings (:meth:`agents.registry.AgentSpec.setting_types`), ``--env-arg`` by
+:class:`flexrec_env.EnvConfig`, ``--scenario-arg`` by the scenario's factory (:func:`scenarios.scenario_settings`).
+A configuration file (``--config``) gives option values by option name; its mappings go through the same parser.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agents.base import use_threads
+from agents.language_models import dequantized_copy, is_gguf
+from agents.registry import AGENTS
+from agents.settings_parser import parse_settings, text_of
+from flexrec_env.config import EnvConfig, resolve_scenario
+from flexrec_env.needs import resolve_needs, training_needs
+from scenarios import scenario_settings
+from scenarios.settings import field_types
+
+#: EnvConfig fields with options of their own, not ``--env-arg``.
+ENV_OPTIONS = {"need": "--need", "scenario": "--scenario", "scenario_kwargs": "--scenario-arg"}
+#: The agent whose model is large enough to want torch's default thread count.
+MANY_THREADS_AGENTS = ("flexrec-llm",)
+
+# --------------------------------------------------------------------------------------------------------------------
+# Configuration files: keys are option names; options given on the command line override them.
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A YAML or TOML file as a dict (``.toml`` is TOML; anything else is read as YAML)."""
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data: Any = tomllib.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+    except Exception as error:  # noqa: BLE001  (any parse error becomes a usage error naming the file)
+        raise click.BadParameter(f"{path}: {error}", param_hint="--config") from error
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{path} must hold a mapping of option names to values", param_hint="--config")
+    return data
+
+
+def _option_value(key: str, value: Any, multiple: bool, path: Path) -> Any:
+    """A file's value as the text(s) the option would get on the command line."""
+    if not multiple:
+        return ",".join(text_of(v) for v in value) if key == "need" and isinstance(value, list) else text_of(value)
+    if isinstance(value, dict):
+        return [f"{k}={text_of(v)}" for k, v in value.items()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise click.BadParameter(
+        f"{key}={value!r} in {path}; allowed: a mapping of keys to values, or a list of 'KEY=VALUE' strings",
+        param_hint="--config",
+    )
+
+
+def load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    """Make the file's values the command's defaults (a click callback of ``--config``)."""
+    if value is None:
+        return
+    data = {key.replace("-", "_"): item for key, item in read_config(value).items() if item is not None}
+    params = {p.name: p for p in ctx.command.params if p.name and p.name != "config"}
+    unknown = sorted(set(data) - set(params))
+    if unknown:
+        raise click.BadParameter(f"unknown key(s) {unknown} in {value}; allowed: {sorted(params)}", param_hint="--config")
+    defaults = {key: _option_value(key, item, params[key].multiple, value) for key, item in data.items()}
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Shared options.
+
+config_option = click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    callback=load_config,
+    is_eager=True,
+    expose_value=False,
+    help="YAML or TOML file of option values (keys are option names; --set, --env-arg and --scenario-arg as "
+    "mappings); command-line options override it. Examples: configs/.",
+)
+scenario_option = click.option(
+    "--scenario",
+    default="synthetic",
+    show_default=True,
+    help="Scenario: a name from `flexrec-agent scenarios` or package.module:Factory.",
+)
+scenario_arg_option = click.option(
+    "--scenario-arg",
+    "scenario_args",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Argument of the scenario's factory (repeatable), e.g. --scenario-arg path=data/ml-100k.",
+)
+need_option = click.option(
+    "--need",
+    default=None,
+    help="Comma-separated needs (default: every need not held out; see `flexrec-agent needs`).",
+)
+model_option = click.option(
+    "--model",
+    default=None,
+    metavar="PATH_OR_NAME",
+    help="Causal language model of the flexrec-llm agent: a GGUF file (de-quantized once and cached), a local folder "
+    "or a hub name (default: the built-in tiny smoke-test model). Same as --set model=...",
+)
+env_arg_option = click.option(
+    "--env-arg",
+    "env_args",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="FlexRec-v0 argument (repeatable; an EnvConfig field other than need and scenario), e.g. --env-arg "
+    "list_length=5 --env-arg reward_mode=marginal.",
+)
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch threads for training and evaluation [default: 1; flexrec-llm: torch's default, one per core]. The "
+    "compact policies gain nothing from more: on a busy machine extra threads only slow them down.",
+)
+
+
+def seed_option(help_text: str) -> Any:
+    """``--seed``: a non-negative integer."""
+    return click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help=help_text)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Settings from the options.
+
+
+def set_threads(threads: int | None, agent: str | None) -> None:
+    """Apply ``--threads`` once, at the start of a command: 1 by default, torch's default for the LLM agent."""
+    if threads is None and agent in MANY_THREADS_AGENTS:
+        return
+    use_threads(threads or 1)
+
+
+def scenario_kwargs_from(scenario: str, pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``--scenario-arg`` pairs typed by the scenario's factory (unknown keys are refused with the allowed ones)."""
+    try:
+        types = scenario_settings(scenario)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--scenario") from error
+    return parse_settings(pairs, types, "--scenario-arg", owner=f"scenario {scenario!r}")
+
+
+def env_setting_types() -> dict[str, Any]:
+    """The ``--env-arg`` keys: :class:`~flexrec_env.EnvConfig`'s fields but those with an option of their own."""
+    return {key: annotation for key, annotation in field_types(EnvConfig).items() if key not in ENV_OPTIONS}
+
+
+def env_kwargs_from(scenario: str, scenario_args: tuple[str, ...], need: str | None, env_args: tuple[str, ...]) -> dict[str, Any]:
+    """``gym.make`` arguments from the options, checked up front: the env's values, the scenario, the needs."""
+    settings = parse_settings(env_args, env_setting_types(), "--env-arg", owner="FlexRec-v0", elsewhere=ENV_OPTIONS)
+    kwargs = {"scenario": scenario, "scenario_kwargs": scenario_kwargs_from(scenario, scenario_args), **settings}
+    try:
+        EnvConfig(**kwargs)  # a value: builds nothing
+    except (ValueError, TypeError) as error:
+        raise click.BadParameter(str(error), param_hint="--env-arg") from error
+    try:
+        resolve_scenario(scenario, kwargs["scenario_kwargs"])  # registers the scenario's own needs; fails early
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        raise click.BadParameter(str(error), param_hint="--scenario/--scenario-arg") from error
+    kwargs["need"] = [n.name for n in training_needs()] if need is None else [n.strip() for n in need.split(",") if n.strip()]
+    try:
+        resolve_needs(kwargs["need"])
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--need") from error
+    return kwargs
+
+
+def agent_settings_from(agent: str, settings: tuple[str, ...], advantage: str | None, model: str | None) -> dict[str, Any]:
+    """The agent's settings from ``--set`` pairs, ``--advantage`` and ``--model`` (a GGUF file is converted here once)."""
+    if agent not in AGENTS:
+        raise click.BadParameter(f"unknown agent {agent!r}; allowed: {sorted(AGENTS)}", param_hint="--agent")
+    agent_settings = parse_settings(settings, AGENTS[agent].setting_types(), "--set", owner=f"the {agent} agent")
+    if advantage is not None:
+        if not agent.startswith("flexrec"):
+            raise click.BadParameter(f"--advantage applies to the flexrec agents, not {agent!r}", param_hint="--advantage")
+        agent_settings["advantage"] = advantage
+    if model is not None:
+        if agent != "flexrec-llm":
+            raise click.BadParameter(f"--model applies to the flexrec-llm agent, not {agent!r}", param_hint="--model")
+        agent_settings["model"] = model
+    name = agent_settings.get("model")
+    if agent == "flexrec-llm" and isinstance(name, str) and Path(name).expanduser().exists():
+        name = agent_settings["model"] = str(Path(name).expanduser().resolve())  # a checkpoint loads from anywhere
+    if agent == "flexrec-llm" and isinstance(name, str) and is_gguf(name):
+        try:
+            copy = dequantized_copy(name, agent_settings.get("model_cache"))
+        except (FileNotFoundError, FileExistsError, ImportError) as error:
+            raise click.BadParameter(str(error), param_hint="--model") from error
+        click.echo(f"{name}: using its de-quantized copy in {copy} (set model_cache=FOLDER to move it)")
+    return agent_settings
