@@ -137,8 +137,6 @@ def parse_value(name: str, text: str, annotation: Any, option: str) -> Any:
                 break
             except _NoMatch:
                 continue
-    if annotation is Any:  # anything goes (on Python 3.11, check_value cannot isinstance-check Any)
-        return value
     try:
         check_value(name, value, annotation)
     except ValueError as error:

@@ -71,6 +71,8 @@ def _same_kind(value: Any, choice: Any) -> bool:
 
 def _allows(annotation: Any, value: Any, allowed: str | None) -> bool:
     """Whether ``value`` fits ``annotation`` (numbers also ``allowed``, a range); ``Any`` allows anything."""
+    if annotation is Any:
+        return True
     origin = get_origin(annotation)
     if origin in (Union, types.UnionType):
         return any(_allows(member, value, allowed) for member in get_args(annotation))

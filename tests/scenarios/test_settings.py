@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -104,3 +104,14 @@ def test_config_ranges_name_the_value():
         SB3Config(gamma=1.5)
     with pytest.raises(ValueError, match=re.escape("model=''; allowed:")):
         LLMPolicyConfig(model="")
+
+
+def test_any_allows_anything():
+    @dataclass(frozen=True)
+    class Loose:
+        value: Any = None
+
+        def __post_init__(self) -> None:
+            check_fields(self)
+
+    assert Loose(value=object()).value is not None and Loose(value=3).value == 3
