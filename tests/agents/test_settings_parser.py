@@ -70,9 +70,9 @@ def test_text_becomes_the_value_the_annotation_allows(key, text, expected):
         ("count", "1e3", "count='1e3'; allowed: an integer"),
         ("count", "None", "count='None'; allowed: an integer"),  # None only where allowed
         ("count", "", "count=''; allowed: an integer"),
-        ("rate", "fast", "rate='fast'; allowed: a number"),
-        ("rate", "nan", "rate=nan; allowed: a number"),
-        ("rate", "true", "rate='true'; allowed: a number"),
+        ("rate", "fast", "rate='fast'; allowed: a finite number"),
+        ("rate", "nan", "rate=nan; allowed: a finite number"),
+        ("rate", "true", "rate='true'; allowed: a finite number"),
         ("flag", "1", "flag='1'; allowed: true or false"),
         ("flag", "yes", "flag='yes'; allowed: true or false"),
         ("mode", "bogus", "mode='bogus'; allowed: one of ['swap', 'marginal', 'list']"),
