@@ -9,6 +9,7 @@ on the other, so :func:`play_episode` runs any agent. Trainable agents also impl
 from __future__ import annotations
 
 import abc
+import json
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -30,6 +31,18 @@ def is_main_process() -> bool:
 def training_env_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
     """``env_kwargs`` for an env that training draws feedback from: the scenario's training split unless set."""
     return {"split": "train", **env_kwargs}
+
+
+def portable(env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The environment arguments that are plain data (a scenario object, for one, is left out): what a checkpoint keeps."""
+    out = {}
+    for key, value in env_kwargs.items():
+        try:
+            json.dumps(value)
+        except TypeError:
+            continue
+        out[key] = value
+    return out
 
 
 class Agent:

@@ -16,7 +16,6 @@ ranks with the critic alone.
 from __future__ import annotations
 
 import abc
-import json
 import logging
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -27,8 +26,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from agents.base import TrainableAgent, is_main_process
-from agents.checkpoints import load_checkpoint, save_checkpoint
+from agents.base import TrainableAgent, is_main_process, portable
+from agents.checkpoints import load_checkpoint, restoring, save_checkpoint
 from agents.critic import CRITIC_SETTINGS, CriticLearner, critic_settings
 from agents.policy import RankingInputs, RankingPolicy, TransformerPolicyConfig, TransformerRankingPolicy
 from agents.supervised import CriticRanker
@@ -51,18 +50,6 @@ def split_settings(
     critic, rest = critic_settings(settings)
     trainer = TrainerConfig(critic=critic, **{k: v for k, v in rest.items() if k in trainer_names})
     return trainer, policy_config(**{k: v for k, v in rest.items() if k in policy_names})
-
-
-def portable(env_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The environment arguments that are plain data (a scenario object, for one, is left out)."""
-    out = {}
-    for key, value in env_kwargs.items():
-        try:
-            json.dumps(value)
-        except TypeError:
-            continue
-        out[key] = value
-    return out
 
 
 class PolicyAgent(TrainableAgent):
@@ -182,10 +169,11 @@ class PolicyAgent(TrainableAgent):
     def load(cls, path: Path) -> PolicyAgent:
         data = load_checkpoint(path, cls.name)
         agent = cls(**data["settings"])
-        agent.policy = agent.restore_policy(data, Path(path)).eval()
-        agent.critic = (
-            None if data.get("critic") is None else CriticLearner.from_payload(data["critic"], agent.trainer_config.critic)
-        )
+        with restoring(path, "policy"):
+            agent.policy = agent.restore_policy(data, Path(path)).eval()
+        with restoring(path, "critic"):
+            critic = data.get("critic")
+            agent.critic = None if critic is None else CriticLearner.from_payload(critic, agent.trainer_config.critic)
         agent.history, agent.env_kwargs = data["history"], data["env_kwargs"]
         agent.eval_history = data.get("eval_history", [])  # absent from checkpoints written before it was kept
         return agent

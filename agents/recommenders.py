@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
 from agents.base import TrainableAgent
-from agents.checkpoints import load_checkpoint, save_checkpoint
+from agents.checkpoints import load_checkpoint, restoring, save_checkpoint
 from scenarios import Request
 from scenarios.settings import check_fields
 
@@ -333,8 +333,9 @@ class HistoryRecommender(TrainableAgent, Generic[ConfigT]):
         data = load_checkpoint(path, kind=cls.name)
         agent = cls(cls.config_class(**data["config"]))
         agent.dims = {key: int(value) for key, value in data["dims"].items()}
-        agent.model = agent._build_model(agent.dims)
-        agent.model.load_state_dict(data["state_dict"])
+        with restoring(path, "model"):
+            agent.model = agent._build_model(agent.dims)
+            agent.model.load_state_dict(data["state_dict"])
         agent.model.eval()
         agent.env_kwargs = dict(data.get("env_kwargs", {}))
         return agent

@@ -20,7 +20,7 @@ import torch
 from numpy.typing import NDArray
 
 from agents.base import Agent, TrainableAgent, training_env_kwargs
-from agents.checkpoints import load_checkpoint, save_checkpoint
+from agents.checkpoints import load_checkpoint, restoring, save_checkpoint
 from agents.critic import CRITIC_SETTINGS, CriticConfig, CriticLearner, critic_settings
 from agents.policy import RankingInputs, candidate_context
 from scenarios import Request
@@ -127,5 +127,6 @@ class SupervisedAgent(CriticRanker, TrainableAgent):
     def load(cls, path: Path) -> SupervisedAgent:
         data = load_checkpoint(path, cls.name)
         agent = cls(**data["settings"])
-        agent.learner = CriticLearner.from_payload(data["critic"], agent.config.critic)
+        with restoring(path, "critic"):
+            agent.learner = CriticLearner.from_payload(data["critic"], agent.config.critic)
         return agent
