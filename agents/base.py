@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
+from agents.resume import Checkpointing
 from scenarios import Request
 from scenarios.settings import check_value
 
@@ -89,6 +90,8 @@ class TrainableAgent(Agent, abc.ABC):
 
     default_seed: int | None = None
     """Seed of :meth:`learn` when it is called without one (0 if this is ``None`` too)."""
+    resumable: ClassVar[bool] = False
+    """Whether training writes training checkpoints (``checkpointing``) that :meth:`resume` continues."""
 
     def __init__(self) -> None:
         self.eval_history: list[dict[str, float]] = []
@@ -96,19 +99,45 @@ class TrainableAgent(Agent, abc.ABC):
         steps so far, "NDCG@5": ..., "Recall@5": ...}``, every metric the mean over the training needs (see
         :meth:`evaluate_during_training`). Empty for agents that do not evaluate while they train."""
 
-    def learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int | None = None, logdir: Path | None = None) -> Self:
+    def learn(
+        self,
+        env_kwargs: dict[str, Any],
+        total_steps: int,
+        seed: int | None = None,
+        logdir: Path | None = None,
+        checkpointing: Checkpointing | None = None,
+    ) -> Self:
         """Train on ``gym.make("FlexRec-v0", **env_kwargs)`` for ``total_steps`` environment steps; returns self.
 
-        ``seed`` defaults to :attr:`default_seed`; TensorBoard events go to ``logdir`` when it is given.
+        ``seed`` defaults to :attr:`default_seed`; TensorBoard events go to ``logdir`` when it is given. With
+        ``checkpointing`` (:attr:`resumable` agents only) training checkpoints are written as it says and when a Ctrl-C
+        stops training (:class:`~agents.resume.TrainingInterrupted` is raised then).
         """
         check_value("total_steps", total_steps, int, ">= 1")
+        if checkpointing is not None and not self.resumable:
+            raise ValueError(f"the {self.name} agent cannot checkpoint during training; allowed: checkpointing=None")
         self.eval_history = []
-        self._learn(dict(env_kwargs), total_steps, seed if seed is not None else self.default_seed or 0, logdir)
+        self._learn(dict(env_kwargs), total_steps, seed if seed is not None else self.default_seed or 0, logdir, checkpointing)
         return self
 
     @abc.abstractmethod
-    def _learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None) -> None:
-        """Train (the budget is already checked)."""
+    def _learn(
+        self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None, checkpointing: Checkpointing | None
+    ) -> None:
+        """Train (the budget is already checked; ``checkpointing`` is None unless the agent is :attr:`resumable`)."""
+
+    def resume(
+        self, total_steps: int | None = None, logdir: Path | None = None, checkpointing: Checkpointing | None = None
+    ) -> Self:
+        """Continue the run of a training checkpoint this agent was loaded from, to ``total_steps`` (default: the run's).
+
+        The result equals that of the run never interrupted (same weights). Only :attr:`resumable` agents resume.
+        """
+        raise ValueError(f"the {self.name} agent cannot resume training: it writes no training checkpoints")
+
+    def discard_checkpoint(self, path: Path) -> None:
+        """Delete checkpoint ``path`` (a training checkpoint the run no longer needs), with any files beside it."""
+        Path(path).unlink(missing_ok=True)
 
     def evaluate_during_training(self, env_kwargs: dict[str, Any], steps: int, episodes: int) -> dict[str, float]:
         """Evaluate the agent as it ranks now and append the row to :attr:`eval_history`; returns the metrics.

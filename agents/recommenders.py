@@ -41,6 +41,7 @@ from tqdm import tqdm
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
 from agents.base import TrainableAgent
 from agents.checkpoints import load_checkpoint, restoring, save_checkpoint
+from agents.resume import Checkpointing
 from scenarios import Request
 from scenarios.settings import check_fields
 
@@ -246,7 +247,9 @@ class HistoryRecommender(TrainableAgent, Generic[ConfigT]):
 
     # The shared part.
 
-    def _learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None) -> None:
+    def _learn(
+        self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None, checkpointing: Checkpointing | None
+    ) -> None:
         """Fit on the histories of the env's scenario, ``total_steps`` training examples in all."""
         self.env_kwargs = env_kwargs
         env = gym.make("FlexRec-v0", **self.env_kwargs)

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from agents.base import TrainableAgent, portable, training_env_kwargs
 from agents.checkpoints import read_checkpoint, restoring, save_checkpoint
+from agents.resume import Checkpointing
 from flexrec_env.vector_env import FlexRecVectorEnv
 from scenarios.settings import check_fields
 
@@ -352,7 +353,9 @@ class SB3Agent(TrainableAgent):
             tensorboard_log=str(logdir) if logdir else None, **c.algorithm_kwargs(),
         )  # fmt: skip
 
-    def _learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None) -> None:
+    def _learn(
+        self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None, checkpointing: Checkpointing | None
+    ) -> None:
         c = self.config
         self.env_kwargs = portable(env_kwargs)
         venv = make_training_env(dict(env_kwargs), c.num_envs, seed)

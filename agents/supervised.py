@@ -23,6 +23,7 @@ from agents.base import Agent, TrainableAgent, training_env_kwargs
 from agents.checkpoints import load_checkpoint, restoring, save_checkpoint
 from agents.critic import CRITIC_SETTINGS, CriticConfig, CriticLearner, critic_settings
 from agents.policy import RankingInputs, candidate_context
+from agents.resume import Checkpointing
 from scenarios import Request
 from scenarios.settings import check_fields
 
@@ -105,7 +106,9 @@ class SupervisedAgent(CriticRanker, TrainableAgent):
         critic, rest = critic_settings(settings)
         self.config = SupervisedConfig(critic=critic, **rest)
 
-    def _learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None) -> None:
+    def _learn(
+        self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None, checkpointing: Checkpointing | None
+    ) -> None:
         from flexrec_env.config import EnvConfig
 
         length = EnvConfig(**{k: v for k, v in env_kwargs.items() if k in ("num_candidates", "list_length")}).list_length
