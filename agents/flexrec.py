@@ -160,7 +160,7 @@ class PolicyAgent(TrainableAgent):
             return self.evaluate_during_training(env_kwargs, steps, self.trainer_config.eval_episodes)
 
         def checkpoint(trainer: FlexRecTrainer) -> Path | None:
-            if checkpointing is None:
+            if checkpointing is None or trainer.distributed:  # training checkpoints are for single-process runs
                 return None
             self.policy, self.critic, self.history = trainer.unwrapped_policy, trainer.critic, trainer.history
             self.save(checkpointing.path, training={"run": run, **trainer.state_dict()})
