@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import json
 import logging
 import typing
 from pathlib import Path
@@ -19,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
+from agents.resume import Checkpointing
 from scenarios import Request
 from scenarios.settings import check_value
 
@@ -56,6 +58,18 @@ def is_main_process() -> bool:
 def training_env_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
     """``env_kwargs`` for an env that training draws feedback from: the scenario's training split unless set."""
     return {"split": "train", **env_kwargs}
+
+
+def portable(env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The environment arguments that are plain data (a scenario object, for one, is left out): what a checkpoint keeps."""
+    out = {}
+    for key, value in env_kwargs.items():
+        try:
+            json.dumps(value)
+        except TypeError:
+            continue
+        out[key] = value
+    return out
 
 
 class Agent:
@@ -114,6 +128,8 @@ class TrainableAgent(Agent, abc.ABC):
 
     default_seed: int | None = None
     """Seed of :meth:`learn` when it is called without one (0 if this is ``None`` too)."""
+    resumable: ClassVar[bool] = False
+    """Whether training writes training checkpoints (``checkpointing``) that :meth:`resume` continues."""
 
     def __init__(self) -> None:
         self.eval_history: list[dict[str, float]] = []
@@ -121,19 +137,45 @@ class TrainableAgent(Agent, abc.ABC):
         steps so far, "NDCG@5": ..., "Recall@5": ...}``, every metric the mean over the training needs (see
         :meth:`evaluate_during_training`). Empty for agents that do not evaluate while they train."""
 
-    def learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int | None = None, logdir: Path | None = None) -> Self:
+    def learn(
+        self,
+        env_kwargs: dict[str, Any],
+        total_steps: int,
+        seed: int | None = None,
+        logdir: Path | None = None,
+        checkpointing: Checkpointing | None = None,
+    ) -> Self:
         """Train on ``gym.make("FlexRec-v0", **env_kwargs)`` for ``total_steps`` environment steps; returns self.
 
-        ``seed`` defaults to :attr:`default_seed`; TensorBoard events go to ``logdir`` when it is given.
+        ``seed`` defaults to :attr:`default_seed`; TensorBoard events go to ``logdir`` when it is given. With
+        ``checkpointing`` (:attr:`resumable` agents only) training checkpoints are written as it says and when a Ctrl-C
+        stops training (:class:`~agents.resume.TrainingInterrupted` is raised then).
         """
         check_value("total_steps", total_steps, int, ">= 1")
+        if checkpointing is not None and not self.resumable:
+            raise ValueError(f"the {self.name} agent cannot checkpoint during training; allowed: checkpointing=None")
         self.eval_history = []
-        self._learn(dict(env_kwargs), total_steps, seed if seed is not None else self.default_seed or 0, logdir)
+        self._learn(dict(env_kwargs), total_steps, seed if seed is not None else self.default_seed or 0, logdir, checkpointing)
         return self
 
     @abc.abstractmethod
-    def _learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None) -> None:
-        """Train (the budget is already checked)."""
+    def _learn(
+        self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None, checkpointing: Checkpointing | None
+    ) -> None:
+        """Train (the budget is already checked; ``checkpointing`` is None unless the agent is :attr:`resumable`)."""
+
+    def resume(
+        self, total_steps: int | None = None, logdir: Path | None = None, checkpointing: Checkpointing | None = None
+    ) -> Self:
+        """Continue the run of a training checkpoint this agent was loaded from, to ``total_steps`` (default: the run's).
+
+        The result equals that of the run never interrupted (same weights). Only :attr:`resumable` agents resume.
+        """
+        raise ValueError(f"the {self.name} agent cannot resume training: it writes no training checkpoints")
+
+    def discard_checkpoint(self, path: Path) -> None:
+        """Delete checkpoint ``path`` (a training checkpoint the run no longer needs), with any files beside it."""
+        Path(path).unlink(missing_ok=True)
 
     def evaluate_during_training(self, env_kwargs: dict[str, Any], steps: int, episodes: int) -> dict[str, float]:
         """Evaluate the agent as it ranks now and append the row to :attr:`eval_history`; returns the metrics.

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from tqdm import tqdm
 
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
@@ -33,6 +34,7 @@ from agents.evaluation import Evaluation, evaluate, need_table
 from agents.flexrec import PolicyAgent
 from agents.llm import FlexRecLLMAgent
 from agents.registry import AGENTS, load_agent, make_agent
+from agents.resume import Checkpointing, TrainingInterrupted, check_output_path, resume_path
 from flexrec_env.config import resolve_scenario
 from flexrec_env.needs import held_out_needs, registered_needs
 from scenarios import available_scenarios
@@ -147,7 +149,23 @@ def report(evaluation: Evaluation, out: Path | None) -> None:
     "--episodes", default=200, show_default=True, type=click.IntRange(min=1), help="Evaluation episodes per need after training."
 )
 @threads_option
+@click.option(
+    "--checkpoint-every",
+    default=25_000,
+    show_default=True,
+    type=click.IntRange(min=0),
+    metavar="STEPS",
+    help="Steps between training checkpoints (OUT's stem + .resume.ckpt, beside OUT) of the flexrec agents; 0: only on Ctrl-C.",
+)
+@click.option(
+    "--resume",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Continue the run of this training checkpoint (its agent, settings, environment and seed) to --steps if given.",
+)
+@click.pass_context
 def train(
+    context: click.Context,
     agent: str,
     advantage: str | None,
     scenario: str,
@@ -162,8 +180,14 @@ def train(
     out: Path | None,
     episodes: int,
     threads: int | None,
+    checkpoint_every: int,
+    resume: Path | None,
 ) -> None:
     """Train an agent, save a checkpoint, and print its metrics per need (held-out needs included).
+
+    The flexrec agents write a training checkpoint beside --out every --checkpoint-every steps, and when Ctrl-C stops
+    them (at the end of the iteration; a second Ctrl-C stops at once): `--resume` continues it to the same weights an
+    uninterrupted run reaches.
 
     \b
     Examples:
@@ -174,28 +198,106 @@ def train(
       flexrec-agent train --config configs/maskable_ppo.yaml --seed 3
       flexrec-agent train --config configs/flexrec.yaml --threads 2
       flexrec-agent train --agent flexrec-llm --model Qwen/Qwen2.5-0.5B-Instruct --steps 20000
+      flexrec-agent train --resume runs/flexrec-seed0/flexrec.resume.ckpt
     """
-    set_threads(threads, agent)
-    env_kwargs = env_kwargs_from(scenario, scenario_args, need, env_args)
-    agent_settings = agent_settings_from(agent, settings, advantage, model)
-    try:
-        learner = make_agent(agent, **agent_settings)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--agent/--set") from error
+    learner: Agent
+    if resume is not None:
+        learner, env_kwargs, seed = resumed_run(context, resume)
+        agent = learner.name
+        set_threads(threads, agent)
+    else:
+        set_threads(threads, agent)
+        env_kwargs = env_kwargs_from(scenario, scenario_args, need, env_args)
+        agent_settings = agent_settings_from(agent, settings, advantage, model)
+        try:
+            learner = make_agent(agent, **agent_settings)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--agent/--set") from error
     run_dir = logdir / f"{agent}-seed{seed}"
+    checkpoint = out or run_dir / f"{agent}.ckpt"
+    for path, option, folder in ((run_dir, "--logdir", True), (checkpoint, "--out", False)):
+        try:
+            check_output_path(path, option, folder)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint=option) from None
     if isinstance(learner, TrainableAgent):
-        learner.learn(env_kwargs, steps, seed=seed, logdir=run_dir)
-        if not is_main_process():
+        total = steps if resume is None or context.get_parameter_source("steps") != ParameterSource.DEFAULT else None
+        if not train_and_save(learner, env_kwargs, total, seed, run_dir, checkpoint, checkpoint_every, resume):
             return  # data parallel: process 0 saves and evaluates
-        checkpoint = out or run_dir / f"{agent}.ckpt"
-        learner.save(checkpoint)
-        click.echo(f"checkpoint written to {checkpoint}")
     else:
         click.echo(f"{agent} has nothing to train; evaluating it as is")
     evaluation = evaluate(
         learner, env_kwargs, needs=evaluation_needs(env_kwargs["need"]), episodes=episodes, seed=seed + 1_000_000, progress=True
     )
     report(evaluation, run_dir / "results.json")
+
+
+def train_and_save(
+    learner: TrainableAgent,
+    env_kwargs: dict[str, Any],
+    steps: int | None,
+    seed: int,
+    run_dir: Path,
+    checkpoint: Path,
+    checkpoint_every: int,
+    resume: Path | None,
+) -> bool:
+    """Train (or resume, to ``steps`` or the run's own budget) and save to ``checkpoint``; False in other processes.
+
+    The other processes of a data-parallel run save nothing. Ctrl-C ends the command (exit status 130) naming the
+    training checkpoint to resume from.
+    """
+    checkpointing = Checkpointing(resume_path(checkpoint), checkpoint_every) if learner.resumable else None
+    try:
+        if resume is not None:
+            learner.resume(steps, logdir=run_dir, checkpointing=checkpointing)
+        else:
+            assert steps is not None
+            learner.learn(env_kwargs, steps, seed=seed, logdir=run_dir, checkpointing=checkpointing)
+    except TrainingInterrupted as stop:
+        if stop.path is not None:
+            click.echo(f"interrupted after {stop.steps} steps; checkpoint written to {stop.path}", err=True)
+            click.echo(f"resume with: flexrec-agent train --resume {stop.path} --out {checkpoint}", err=True)
+        raise SystemExit(130) from None
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, mid-iteration
+        last = checkpointing.path if checkpointing is not None and checkpointing.path.is_file() else None
+        if last is None:
+            click.echo("interrupted; no training checkpoint was written", err=True)
+        else:
+            click.echo(f"interrupted; the last training checkpoint is {last}: resume with: "
+                       f"flexrec-agent train --resume {last} --out {checkpoint}", err=True)  # fmt: skip
+        raise SystemExit(130) from None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--resume/--steps") from None
+    if not is_main_process():
+        return False
+    learner.save(checkpoint)
+    click.echo(f"checkpoint written to {checkpoint}")
+    if checkpointing is not None and checkpointing.path != checkpoint:
+        learner.discard_checkpoint(checkpointing.path)  # the run is complete: its training checkpoint is spent
+    return True
+
+
+#: ``train`` options (parameter: option) that a resumed run takes from its checkpoint.
+RUN_OPTIONS = {"agent": "--agent", "advantage": "--advantage", "scenario": "--scenario", "scenario_args": "--scenario-arg",
+               "need": "--need", "env_args": "--env-arg", "seed": "--seed", "model": "--model", "settings": "--set",
+               "config": "--config"}  # fmt: skip
+
+
+def resumed_run(context: click.Context, path: Path) -> tuple[TrainableAgent, dict[str, Any], int]:
+    """The agent, environment arguments and seed of the run of training checkpoint ``path`` (usage errors otherwise)."""
+    given = [name for name in RUN_OPTIONS if context.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
+    if given:
+        options = ", ".join(RUN_OPTIONS[name] for name in given)
+        raise click.UsageError(f"--resume continues a run as it was set up: drop {options} (they come from {path})")
+    try:
+        learner = load_agent(path)
+        if not learner.resumable or getattr(learner, "training_state", None) is None:
+            raise ValueError(f"{path} is not a training checkpoint (written beside --out as *.resume.ckpt); nothing to resume")
+    except (ValueError, FileNotFoundError) as error:
+        raise click.BadParameter(str(error), param_hint="--resume") from None
+    env_kwargs = dict(learner.env_kwargs)  # type: ignore[attr-defined]
+    return learner, env_kwargs, int(learner.training_state["run"]["seed"])  # type: ignore[attr-defined]
 
 
 @main.command("evaluate")

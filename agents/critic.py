@@ -350,6 +350,19 @@ class CriticLearner:
         return {"input_dim": critic.input_dim, "max_grade": critic.max_grade, "label_noise": self.label_noise,
                 "state_dict": critic.state_dict()}  # fmt: skip
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that continues training exactly: :meth:`payload`, the optimiser, the minibatch generator, the buffer."""
+        return {**self.payload(), "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+                "inputs": self.inputs, "labels": self.labels}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (of a learner of the same sizes)."""
+        self.critic.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        device = next(self.critic.parameters()).device
+        self.inputs, self.labels = state["inputs"].to(device), state["labels"].to(device)
+
     @classmethod
     def from_payload(cls, data: dict[str, Any], config: CriticConfig | None = None) -> CriticLearner:
         """The learner saved by :meth:`payload` (its buffer and optimiser state are not kept)."""

@@ -16,7 +16,6 @@ ranks with the critic alone.
 from __future__ import annotations
 
 import abc
-import json
 import logging
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -27,14 +26,15 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from agents.base import TrainableAgent, is_main_process
-from agents.checkpoints import load_checkpoint, save_checkpoint
+from agents.base import TrainableAgent, is_main_process, portable
+from agents.checkpoints import load_checkpoint, restoring, save_checkpoint
 from agents.critic import CriticLearner, critic_setting_types, critic_settings
 from agents.policy import RankingInputs, RankingPolicy, TransformerPolicyConfig, TransformerRankingPolicy
+from agents.resume import Checkpointing
 from agents.supervised import CriticRanker
 from agents.trainer import FlexRecTrainer, TrainerConfig
 from scenarios import Request
-from scenarios.settings import field_types
+from scenarios.settings import check_value, field_types
 
 logger = logging.getLogger(__name__)
 
@@ -63,18 +63,6 @@ def split_settings(
     return trainer, policy_config(**{k: v for k, v in rest.items() if k in policy_names})
 
 
-def portable(env_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The environment arguments that are plain data (a scenario object, for one, is left out)."""
-    out = {}
-    for key, value in env_kwargs.items():
-        try:
-            json.dumps(value)
-        except TypeError:
-            continue
-        out[key] = value
-    return out
-
-
 class PolicyAgent(TrainableAgent):
     """An agent around a :class:`~agents.policy.RankingPolicy` trained by :class:`~agents.trainer.FlexRecTrainer`.
 
@@ -82,6 +70,7 @@ class PolicyAgent(TrainableAgent):
     :meth:`restore_policy`; settings, training, ranking and checkpoints are shared.
     """
 
+    resumable = True
     policy_config_class: ClassVar[type[Any]]
     """The dataclass of the policy's settings."""
     trainer_defaults: ClassVar[dict[str, Any]] = {}
@@ -102,6 +91,8 @@ class PolicyAgent(TrainableAgent):
         """The trainer's logged rows of the last training run (one per iteration; see :meth:`FlexRecTrainer.train`)."""
         self.env_kwargs: dict[str, Any] = {}
         """The environment arguments of training (those that can be written down), for evaluation."""
+        self.training_state: dict[str, Any] | None = None
+        """The trainer's state of a training checkpoint this agent was loaded from (:meth:`resume` continues it)."""
 
     @classmethod
     def setting_types(cls) -> dict[str, Any]:
@@ -137,15 +128,63 @@ class PolicyAgent(TrainableAgent):
         self.env_kwargs = portable(env_kwargs)
         return self.policy
 
-    def _learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None) -> None:
-        policy = self.init_policy(env_kwargs, seed)
+    def _learn(
+        self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None, checkpointing: Checkpointing | None
+    ) -> None:
+        self.init_policy(env_kwargs, seed)
+        self.training_state = None
+        self._train(env_kwargs, total_steps, seed, logdir, checkpointing)
+
+    def resume(
+        self, total_steps: int | None = None, logdir: Path | None = None, checkpointing: Checkpointing | None = None
+    ) -> PolicyAgent:
+        state = self.training_state
+        if state is None or self.policy is None:
+            raise ValueError(
+                f"this {self.name} agent holds no training state: resume from a training checkpoint (the .resume.ckpt "
+                "written beside --out every --checkpoint-every steps and on Ctrl-C), not a final one"
+            )
+        run = state["run"]
+        if not run["env_complete"]:
+            raise ValueError("this run's environment arguments include objects a checkpoint cannot keep: it cannot resume")
+        total = run["total_steps"] if total_steps is None else total_steps
+        check_value("total_steps", total, int, ">= 1")
+        if total <= state["steps"]:
+            raise ValueError(f"total_steps={total}; allowed: more than the {state['steps']} steps this run has done")
+        self._train(dict(self.env_kwargs), total, run["seed"], logdir, checkpointing, state)
+        return self
+
+    def _train(
+        self,
+        env_kwargs: dict[str, Any],
+        total_steps: int,
+        seed: int,
+        logdir: Path | None,
+        checkpointing: Checkpointing | None,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        """Train :attr:`policy` with the FlexRec trainer, from ``state`` (a training checkpoint's) when given."""
+        assert self.policy is not None
+        policy = self.policy.train()  # as a fresh module is
+        run = {"seed": seed, "total_steps": total_steps, "env_complete": portable(env_kwargs) == env_kwargs}
 
         def true_metrics(steps: int) -> dict[str, float]:
             self.critic = trainer.critic  # rank as the agent would now: with the critic's prior, if it has one
             return self.evaluate_during_training(env_kwargs, steps, self.trainer_config.eval_episodes)
 
+        def checkpoint(trainer: FlexRecTrainer) -> Path | None:
+            if checkpointing is None or trainer.distributed:  # training checkpoints are for single-process runs
+                return None
+            self.policy, self.critic, self.history = trainer.unwrapped_policy, trainer.critic, trainer.history
+            self.save(checkpointing.path, training={"run": run, **trainer.state_dict()})
+            return checkpointing.path
+
         trainer = FlexRecTrainer(policy, env_kwargs, self.trainer_config, logdir, seed, evaluate=true_metrics)
-        self.history = trainer.train(total_steps)
+        if state is not None:
+            trainer.load_state_dict(state)
+        every = 0 if checkpointing is None else checkpointing.every
+        self.history = trainer.train(total_steps, checkpoint=checkpoint, checkpoint_every=every)
+        self.training_state = None
         policy = trainer.unwrapped_policy.eval()
         self.policy = policy.cpu() if self.rank_on_cpu else policy
         self.critic = trainer.critic
@@ -175,7 +214,8 @@ class PolicyAgent(TrainableAgent):
             inputs.prior = self.critic.expected_gain(self.policy.critic_inputs(inputs))
         return self.policy.rank(inputs, inputs.candidates.shape[1])[0].cpu().numpy()
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, training: dict[str, Any] | None = None) -> None:
+        """Write the agent to checkpoint ``path``; with ``training`` (a trainer's state), a training checkpoint."""
         if self.policy is None:
             raise RuntimeError(f"nothing to save: this {self.name} agent is untrained")
         if not is_main_process():
@@ -189,6 +229,7 @@ class PolicyAgent(TrainableAgent):
             "history": self.history,
             "eval_history": self.eval_history,
             "env_kwargs": self.env_kwargs,
+            "training": training,
         }
         save_checkpoint(path, self.name, payload)
 
@@ -196,12 +237,14 @@ class PolicyAgent(TrainableAgent):
     def load(cls, path: Path) -> PolicyAgent:
         data = load_checkpoint(path, cls.name)
         agent = cls(**data["settings"])
-        agent.policy = agent.restore_policy(data, Path(path)).eval()
-        agent.critic = (
-            None if data.get("critic") is None else CriticLearner.from_payload(data["critic"], agent.trainer_config.critic)
-        )
+        with restoring(path, "policy"):
+            agent.policy = agent.restore_policy(data, Path(path)).eval()
+        with restoring(path, "critic"):
+            critic = data.get("critic")
+            agent.critic = None if critic is None else CriticLearner.from_payload(critic, agent.trainer_config.critic)
         agent.history, agent.env_kwargs = data["history"], data["env_kwargs"]
-        agent.eval_history = data.get("eval_history", [])  # absent from checkpoints written before it was kept
+        agent.eval_history = data["eval_history"]
+        agent.training_state = data["training"]
         return agent
 
     def __repr__(self) -> str:

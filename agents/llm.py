@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -549,6 +550,11 @@ class FlexRecLLMAgent(PolicyAgent):
             )
         policy.load_adapter(path.with_name(adapter["folder"]), adapter["sha256"])
         return policy.to("cuda") if torch.cuda.is_available() else policy
+
+    def discard_checkpoint(self, path: Path) -> None:
+        """Delete checkpoint ``path`` and its adapter folder."""
+        super().discard_checkpoint(path)
+        shutil.rmtree(self.adapter_folder(Path(path)), ignore_errors=True)
 
     @contextlib.contextmanager
     def base_model(self) -> Iterator[FlexRecLLMAgent]:

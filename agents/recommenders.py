@@ -39,8 +39,9 @@ from torch.nn import functional as F
 
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
 from agents.base import TrainableAgent
-from agents.checkpoints import load_checkpoint, save_checkpoint
+from agents.checkpoints import load_checkpoint, restoring, save_checkpoint
 from agents.progress import Progress
+from agents.resume import Checkpointing
 from scenarios import Request
 from scenarios.settings import check_fields, field_types
 
@@ -250,7 +251,9 @@ class HistoryRecommender(TrainableAgent, Generic[ConfigT]):
 
     # The shared part.
 
-    def _learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None) -> None:
+    def _learn(
+        self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None, checkpointing: Checkpointing | None
+    ) -> None:
         """Fit on the histories of the env's scenario, ``total_steps`` training examples in all."""
         self.env_kwargs = env_kwargs
         env = gym.make("FlexRec-v0", **self.env_kwargs)
@@ -337,8 +340,9 @@ class HistoryRecommender(TrainableAgent, Generic[ConfigT]):
         data = load_checkpoint(path, kind=cls.name)
         agent = cls(cls.config_class(**data["config"]))
         agent.dims = {key: int(value) for key, value in data["dims"].items()}
-        agent.model = agent._build_model(agent.dims)
-        agent.model.load_state_dict(data["state_dict"])
+        with restoring(path, "model"):
+            agent.model = agent._build_model(agent.dims)
+            agent.model.load_state_dict(data["state_dict"])
         agent.model.eval()
         agent.env_kwargs = dict(data.get("env_kwargs", {}))
         return agent

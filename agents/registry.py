@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,23 +90,11 @@ def make_agent(name: str, **settings: Any) -> Agent:
         raise ValueError(f"bad settings {sorted(settings)} for agent {name!r}: {error}") from error
 
 
-def _is_sb3_archive(path: Path) -> bool:
-    """SB3 checkpoints are zip archives holding ``flexrec.json``; ``torch.save`` files are zip archives too, without it."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return "flexrec.json" in archive.namelist()
-
-
 def load_agent(path: str | Path) -> TrainableAgent:
     """Any checkpoint written by a trainable agent's ``save``: the agent type is read from the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    if _is_sb3_archive(path):
-        from agents.sb3 import SB3Agent
-
-        return SB3Agent.load(path)
     from agents.checkpoints import read_kind
 
     kind = read_kind(path)

@@ -11,9 +11,7 @@ scenario's training split (``split="train"``); the evaluations during training u
 
 from __future__ import annotations
 
-import json
 import logging
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,9 +33,10 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
-from agents.base import TrainableAgent, training_env_kwargs
-from agents.checkpoints import atomic_write
+from agents.base import TrainableAgent, portable, training_env_kwargs
+from agents.checkpoints import read_checkpoint, restoring, save_checkpoint
 from agents.progress import Progress
+from agents.resume import Checkpointing
 from flexrec_env.vector_env import FlexRecVectorEnv
 from scenarios.settings import check_fields, field_types
 
@@ -344,21 +343,28 @@ class SB3Agent(TrainableAgent):
     def setting_types(cls) -> dict[str, Any]:
         return {k: v for k, v in field_types(SB3Config).items() if k != "algorithm"}  # the agent's name fixes it
 
-    def _learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None) -> None:
+    def build_model(self, venv: VecEnv, seed: int, logdir: Path | None = None) -> BaseAlgorithm:
+        """A fresh stable-baselines3 model of the configured algorithm on ``venv``, with the set-structured policy."""
         c = self.config
         algorithm, policy = ALGORITHMS[c.algorithm]
-        self.env_kwargs = dict(env_kwargs)
-        venv = make_training_env(self.env_kwargs, c.num_envs, seed)
         policy_kwargs: dict[str, Any] = {
             "features_extractor_class": CandidateSetExtractor,
             "features_extractor_kwargs": {"hidden": c.hidden},
         }
         policy_kwargs["net_arch"] = [] if c.algorithm == "dqn" else {"pi": [], "vf": [c.hidden]}
-        self.model = algorithm(
+        return algorithm(
             policy, venv, policy_kwargs=policy_kwargs, seed=seed, device=c.device, verbose=0,
             tensorboard_log=str(logdir) if logdir else None, **c.algorithm_kwargs(),
         )  # fmt: skip
-        evaluation = TrueMetricsCallback(self, self.env_kwargs, c.eval_every, c.eval_episodes)
+
+    def _learn(
+        self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None, checkpointing: Checkpointing | None
+    ) -> None:
+        c = self.config
+        self.env_kwargs = portable(env_kwargs)
+        venv = make_training_env(dict(env_kwargs), c.num_envs, seed)
+        self.model = self.build_model(venv, seed, logdir)
+        evaluation = TrueMetricsCallback(self, dict(env_kwargs), c.eval_every, c.eval_episodes)
         callbacks = CallbackList([ProgressCallback(total_steps, f"train {c.algorithm}"), evaluation])
         self.model.learn(total_timesteps=total_steps, callback=callbacks, tb_log_name=c.algorithm)
         venv.close()
@@ -374,40 +380,33 @@ class SB3Agent(TrainableAgent):
         return int(action)
 
     def save(self, path: Path) -> None:
+        """Write the settings and the policy's weights (a FlexRec checkpoint, not an SB3 zip: see :meth:`load`)."""
         if self.model is None:
             raise RuntimeError("nothing to save: the agent has not been trained")
-        model = self.model
-        meta = {"agent": "sb3", "config": asdict(self.config), "env_kwargs": self.env_kwargs, "eval_history": self.eval_history}
-
-        def write(temporary: Path) -> None:
-            model.save(temporary)
-            with zipfile.ZipFile(temporary, "a") as archive:
-                archive.writestr("flexrec.json", json.dumps(meta, default=str))
-
-        atomic_write(path, write)
+        payload = {
+            "config": asdict(self.config),
+            "env_kwargs": self.env_kwargs,
+            "eval_history": self.eval_history,
+            "policy": self.model.policy.state_dict(),
+        }
+        save_checkpoint(path, self.name, payload)
 
     @classmethod
     def load(cls, path: Path) -> SB3Agent:
-        meta = read_sb3_meta(Path(path))
-        agent = cls(SB3Config(**meta["config"]))
-        algorithm, _ = ALGORITHMS[agent.config.algorithm]
-        agent.model = algorithm.load(str(path), device=agent.config.device)
-        agent.env_kwargs = meta["env_kwargs"]
-        # rows of evaluate_during_training; older checkpoints kept (steps, NDCG@5) pairs
-        rows = meta.get("eval_history", [])
-        agent.eval_history = [row if isinstance(row, dict) else {"steps": row[0], "NDCG@5": row[1]} for row in rows]
+        """Rebuild an agent written by :meth:`save`: a fresh model on the training env, then the saved weights.
+
+        stable-baselines3's own ``load`` is not used: its archives keep spaces, schedules and classes as cloudpickle
+        payloads, which it unpickles (code from the file would run).
+        """
+        kind, data = read_checkpoint(path)
+        if kind not in ALGORITHMS:
+            raise ValueError(f"{path} holds a {kind!r} checkpoint, not a stable-baselines3 one ({sorted(ALGORITHMS)})")
+        agent = cls(SB3Config(**data["config"]))
+        agent.env_kwargs = dict(data["env_kwargs"])
+        venv = make_training_env(agent.env_kwargs, agent.config.num_envs, seed=0)  # as in training: the same checks
+        with restoring(path, "policy"):
+            agent.model = agent.build_model(venv, seed=0)
+            agent.model.policy.load_state_dict(data["policy"])
+        venv.close()
+        agent.eval_history = list(data["eval_history"])
         return agent
-
-
-def read_sb3_meta(path: Path) -> dict[str, Any]:
-    """The FlexRec metadata of an SB3 checkpoint, or a ``ValueError`` naming the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            meta: dict[str, Any] = json.loads(archive.read("flexrec.json"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not a FlexRec stable-baselines3 checkpoint ({error})") from None
-    if meta.get("agent") != "sb3":
-        raise ValueError(f"{path} holds a {meta.get('agent')!r} checkpoint, not a stable-baselines3 one")
-    return meta

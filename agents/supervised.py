@@ -20,9 +20,10 @@ import torch
 from numpy.typing import NDArray
 
 from agents.base import Agent, TrainableAgent, training_env_kwargs
-from agents.checkpoints import load_checkpoint, save_checkpoint
+from agents.checkpoints import load_checkpoint, restoring, save_checkpoint
 from agents.critic import CriticConfig, CriticLearner, critic_setting_types, critic_settings
 from agents.policy import RankingInputs, candidate_context
+from agents.resume import Checkpointing
 from scenarios import Request
 from scenarios.settings import check_fields, field_types
 
@@ -110,7 +111,9 @@ class SupervisedAgent(CriticRanker, TrainableAgent):
         critic, rest = critic_settings(settings)
         self.config = SupervisedConfig(critic=critic, **rest)
 
-    def _learn(self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None) -> None:
+    def _learn(
+        self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None, checkpointing: Checkpointing | None
+    ) -> None:
         from flexrec_env.config import EnvConfig
 
         length = EnvConfig(**{k: v for k, v in env_kwargs.items() if k in ("num_candidates", "list_length")}).list_length
@@ -132,5 +135,6 @@ class SupervisedAgent(CriticRanker, TrainableAgent):
     def load(cls, path: Path) -> SupervisedAgent:
         data = load_checkpoint(path, cls.name)
         agent = cls(**data["settings"])
-        agent.learner = CriticLearner.from_payload(data["critic"], agent.config.critic)
+        with restoring(path, "critic"):
+            agent.learner = CriticLearner.from_payload(data["critic"], agent.config.critic)
         return agent

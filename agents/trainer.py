@@ -59,6 +59,7 @@ from agents.critic import (
 )
 from agents.policy import RankingInputs, RankingPolicy
 from agents.progress import Progress
+from agents.resume import StopRequest, TrainingInterrupted
 from flexrec_env.swap import swap_rewards_generic
 from flexrec_env.vector_env import FlexRecVectorEnv
 from scenarios.settings import check_fields, check_value
@@ -227,6 +228,9 @@ class FlexRecTrainer:
         self.list_level = {need.name: need.is_list_level for need in self.env.needs}
         self.evaluate = evaluate
         self.steps, self.iteration = 0, 0
+        self.next_eval = c.eval_every or math.inf
+        self.history: list[dict[str, float]] = []
+        """The logged rows so far (see :meth:`train`)."""
         self.writer = None
         if logdir is not None and self.accelerator.is_main_process:
             from torch.utils.tensorboard import SummaryWriter
@@ -434,35 +438,44 @@ class FlexRecTrainer:
 
     # Loop ----------------------------------------------------------------------------------------------------------
 
-    def train(self, total_steps: int, progress: bool = True) -> list[dict[str, float]]:
+    def train(
+        self,
+        total_steps: int,
+        progress: bool = True,
+        checkpoint: Callable[[FlexRecTrainer], Path | None] | None = None,
+        checkpoint_every: int = 0,
+    ) -> list[dict[str, float]]:
         """Iterate until ``total_steps`` environment steps (item placements); returns the logged rows.
 
         A row per iteration: the batch's statistics and the update's (``reward/...``, ``train/...``, ``critic/...``),
         ``steps``, and, at every ``eval_every`` steps, ``eval/<metric>`` from the ``evaluate`` callable (given the
-        steps so far).
+        steps so far). ``checkpoint(self)`` (which saves :meth:`state_dict` and returns where) is called at the end of
+        the iteration that passes each multiple of ``checkpoint_every`` steps, and at the end of the iteration a
+        Ctrl-C arrives in (then :class:`~agents.resume.TrainingInterrupted` is raised).
         """
         check_value("total_steps", total_steps, int, ">= 1")
-        history: list[dict[str, float]] = []
-        next_eval = self.config.eval_every or math.inf
-        started = time.perf_counter()
+        started, done_before = time.perf_counter(), self.steps
         shown = progress and self.accelerator.is_main_process
         bar = Progress(total_steps, f"flexrec ({self.config.advantage})", unit="step", enabled=shown)
-        while self.steps < total_steps:
-            batch = self.collect()
-            row = {**self.mean_over_processes({**batch.stats, **self.update(batch)}), "steps": float(self.steps)}
-            self.iteration += 1
-            sync = self.config.reference_sync_every
-            if self.reference is not None and sync and self.iteration % sync == 0:
-                self.reference.load_state_dict(self.unwrapped_policy.state_dict())
-            if self.evaluate is not None and self.steps >= next_eval:
-                next_eval += self.config.eval_every
-                row.update({f"eval/{key}": value for key, value in self.evaluate(self.steps).items()})
-            row["time/steps_per_second"] = self.steps / (time.perf_counter() - started)
-            history.append(row)
-            self.log(row)
-            bar.update(min(self.steps, total_steps) - bar.n)
-            bar.set_postfix(list_reward=f"{row['reward/list']:.3f}", refresh=False)
-        bar.close()
+        bar.update(min(self.steps, total_steps))  # a resumed run starts where it stopped
+        with StopRequest() as stop:
+            try:
+                while self.steps < total_steps:
+                    before = self.steps
+                    self.iterate()
+                    row = self.history[-1]
+                    row["time/steps_per_second"] = (self.steps - done_before) / (time.perf_counter() - started)
+                    self.log(row)
+                    bar.update(min(self.steps, total_steps) - bar.n)
+                    bar.set_postfix(list_reward=f"{row['reward/list']:.3f}", refresh=False)
+                    if self.steps >= total_steps:  # the last iteration: the run ends as it would anyway
+                        continue
+                    if stop.requested:
+                        raise TrainingInterrupted(self.steps, None if checkpoint is None else checkpoint(self))
+                    if checkpoint and checkpoint_every and self.steps // checkpoint_every > before // checkpoint_every:
+                        checkpoint(self)
+            finally:
+                bar.close()
         if self.critic is not None and self.config.critic.refit_epochs:
             loss = self.critic.refit(self.config.critic.refit_epochs)
             if self.distributed:  # refit re-initialises from each process's own random state: take process 0's fit
@@ -470,7 +483,69 @@ class FlexRecTrainer:
             logger.info("critic refit on %d observed labels: loss %.4f", len(self.critic.labels), loss)
         if self.writer is not None:
             self.writer.flush()
-        return history
+        return self.history
+
+    def iterate(self) -> None:
+        """One iteration: rollouts, update, reference sync, evaluation when due; appends its row to :attr:`history`."""
+        batch = self.collect()
+        row = {**self.mean_over_processes({**batch.stats, **self.update(batch)}), "steps": float(self.steps)}
+        self.iteration += 1
+        sync = self.config.reference_sync_every
+        if self.reference is not None and sync and self.iteration % sync == 0:
+            self.reference.load_state_dict(self.unwrapped_policy.state_dict())
+        if self.evaluate is not None and self.steps >= self.next_eval:
+            self.next_eval += self.config.eval_every
+            row.update({f"eval/{key}": value for key, value in self.evaluate(self.steps).items()})
+        self.history.append(row)
+
+    # Resuming ------------------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """What continues this run exactly (:meth:`load_state_dict`), besides the policy's weights.
+
+        The progress, the optimiser, the reference, the critic with its buffer, and every random state (torch's, the
+        sampling and minibatch generators, the environment's episode stream).
+        """
+        if self.distributed:
+            raise ValueError("training checkpoints are for single-process training; this run has several processes")
+        reference = None if self.reference is None else self.reference.state_dict()
+        return {
+            "steps": self.steps,
+            "iteration": self.iteration,
+            "next_eval": None if math.isinf(self.next_eval) else self.next_eval,
+            "history": self.history,
+            "optimizer": self.optimizer.state_dict(),
+            "reference": reference or None,  # an LLM's reference is its base model: nothing to keep
+            "critic": None if self.critic is None else self.critic.state_dict(),
+            "random": {
+                "torch": torch.get_rng_state(),
+                "sampling": self.generator.get_state(),
+                "minibatches": self.minibatch_generator.get_state(),
+                "episodes": self.env.np_random.bit_generator.state,
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (the policy given to the trainer holds the saved weights)."""
+        if self.distributed:
+            raise ValueError("resuming is for single-process training; this run has several processes")
+        self.steps, self.iteration, self.history = int(state["steps"]), int(state["iteration"]), list(state["history"])
+        self.next_eval = math.inf if state["next_eval"] is None else state["next_eval"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.reference is not None and state["reference"] is not None:
+            self.reference.load_state_dict(state["reference"])
+        if state["critic"] is not None:
+            c = state["critic"]
+            device = self.accelerator.device
+            self.critic = CriticLearner(c["input_dim"], c["max_grade"], c["label_noise"], self.config.critic, device=device)
+            self.critic.load_state_dict(c)
+        random = state["random"]
+        episodes = getattr(np.random, random["episodes"]["bit_generator"])()
+        episodes.state = random["episodes"]
+        self.env.np_random = np.random.Generator(episodes)
+        self.generator.set_state(random["sampling"])
+        self.minibatch_generator.set_state(random["minibatches"])
+        torch.set_rng_state(random["torch"])  # last: building the critic drew from it
 
     def log(self, row: dict[str, float]) -> None:
         if self.writer is None:

@@ -294,6 +294,8 @@ def help_texts() -> dict[str, str]:
 NOT_SHIPPED = {
     "runs/maskable-ppo-seed0/maskable-ppo.ckpt": "written by `train --config configs/maskable_ppo.yaml` (seed 0)",
     "runs/dqn": "written by `train --logdir runs/dqn`",
+    "runs/flexrec-seed0/flexrec.resume.ckpt": "written by `train` when it is stopped with Ctrl-C",
+    "resume.ckpt": "the suffix of a training checkpoint's name",
     "runs/bench-synthetic": "written by `benchmark --out runs/bench-synthetic`",
     "results.json": "written by `evaluate --out results.json`",
     "LOGDIR/AGENT.ckpt": "a pattern, not a path",
@@ -326,3 +328,68 @@ def test_each_shipped_config_loads(path):
     make_agent(params["agent"], **settings)
     env = env_kwargs_from(params["scenario"], params["scenario_args"], params["need"], params["env_args"])
     assert env["need"] and env["num_candidates"] >= env["list_length"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# No lost work: output paths checked first, Ctrl-C saves a training checkpoint, --resume ends where a straight run does.
+
+TINY_RUN = ["train", "--need", "interest", "--steps", "640", "--episodes", "2", "--env-arg", "num_candidates=8"]
+TINY_RUN += ["--env-arg", "list_length=4", "--set", "requests_per_batch=4", "--set", "eval_every=0", "--set", "dim=16"]
+
+
+def test_unwritable_output_paths_are_usage_errors_before_training(tmp_path, monkeypatch):
+    import agents.flexrec
+
+    monkeypatch.setattr(agents.flexrec.FlexRecAgent, "learn", lambda *a, **k: pytest.fail("trained before checking"))
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    (tmp_path / "folder").mkdir()
+    cases = {
+        ("--out", str(afile / "x.ckpt")): f"{afile} is a file, not a folder",
+        ("--out", str(tmp_path / "folder")): "is a directory",
+        ("--logdir", str(afile)): "is a file",
+        ("--logdir", str(afile / "sub")): f"{afile}/sub/flexrec-seed0 cannot be created: {afile} is a file",
+    }
+    for (option, value), message in cases.items():
+        result = CliRunner().invoke(main, [*TINY_RUN, "--logdir", str(tmp_path), option, value])
+        assert result.exit_code == 2 and message in result.output and option in result.output, result.output
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path / "locked")
+    (tmp_path / "locked").mkdir()
+    result = CliRunner().invoke(main, [*TINY_RUN, "--logdir", str(tmp_path), "--out", str(tmp_path / "locked" / "x.ckpt")])
+    assert result.exit_code == 2 and f"{tmp_path / 'locked'} is not writable" in result.output
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_ends_where_a_straight_run_does(tmp_path, monkeypatch):
+    import signal
+
+    import torch
+
+    from agents.registry import load_agent
+    from agents.trainer import FlexRecTrainer
+
+    runner = CliRunner()
+    straight = tmp_path / "straight.ckpt"
+    assert runner.invoke(main, [*TINY_RUN, "--logdir", str(tmp_path), "--out", str(straight)]).exit_code == 0
+    assert not (tmp_path / "straight.resume.ckpt").exists(), "a finished run's training checkpoint is removed"
+    iterate = FlexRecTrainer.iterate
+
+    def interrupted(trainer: FlexRecTrainer) -> None:
+        if trainer.iteration == 2:
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # Ctrl-C: the handler the trainer installed
+        iterate(trainer)
+
+    monkeypatch.setattr(FlexRecTrainer, "iterate", interrupted)
+    out = tmp_path / "resumed.ckpt"
+    result = runner.invoke(main, [*TINY_RUN, "--logdir", str(tmp_path / "logs"), "--out", str(out)])
+    saved = tmp_path / "resumed.resume.ckpt"
+    assert result.exit_code == 130 and f"resume with: flexrec-agent train --resume {saved} --out {out}" in result.output
+    assert not out.exists() and saved.is_file()
+    monkeypatch.setattr(FlexRecTrainer, "iterate", iterate)
+    result = runner.invoke(main, ["train", "--resume", str(saved), "--seed", "1"])
+    assert result.exit_code == 2 and "drop --seed" in result.output
+    result = runner.invoke(main, ["train", "--resume", str(saved), "--out", str(out), "--logdir", str(tmp_path / "logs")])
+    assert result.exit_code == 0, result.output
+    first, second = (load_agent(path).policy.state_dict() for path in (straight, out))
+    assert all(torch.equal(first[key], second[key]) for key in first)
+    result = runner.invoke(main, ["train", "--resume", str(out)])
+    assert result.exit_code == 2 and "not a training checkpoint" in result.output

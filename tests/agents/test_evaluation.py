@@ -115,7 +115,7 @@ class Scripted(TrainableAgent):
     def rank(self, request, observation, info):
         return np.arange(len(request.candidates))
 
-    def _learn(self, env_kwargs, total_steps, seed, logdir):
+    def _learn(self, env_kwargs, total_steps, seed, logdir, checkpointing):
         self.seeds.append(seed)
         for steps in (10, 20):
             self.evaluate_during_training(env_kwargs, steps, episodes=3)

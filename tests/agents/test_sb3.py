@@ -88,10 +88,13 @@ def test_maskable_ppo_learns_and_checkpoint_round_trips(tmp_path):
 
 
 @pytest.mark.parametrize("algorithm", ["ppo", "dqn"])
-def test_ppo_and_dqn_train_on_valid_actions_only(algorithm):
+def test_ppo_and_dqn_train_on_valid_actions_only_and_round_trip(algorithm, tmp_path):
     agent = SB3Agent(algorithm=algorithm, eval_every=0, learning_starts=200, n_steps=16).learn(EASY, 1_500, seed=0)
     result = evaluate(agent, EASY, episodes=5)  # any invalid action would raise in the env
     assert len(result.values["interest"]["NDCG@5"]) == 5
+    agent.save(tmp_path / "x.ckpt")
+    reloaded = evaluate(load_agent(tmp_path / "x.ckpt"), EASY, episodes=5)
+    assert reloaded.values["interest"]["NDCG@5"] == result.values["interest"]["NDCG@5"]
 
 
 def test_bad_settings_and_checkpoints(tmp_path):

@@ -75,8 +75,8 @@ def test_learning_curve_measures_the_agent_as_it_ranks_with_its_critic():
     assert agent.eval_history[-1]["NDCG@5"] == pytest.approx(expected)
 
 
-def test_checkpoints_of_the_retired_format_are_refused_clearly(tmp_path):
+def test_pickled_checkpoints_of_older_versions_are_refused_clearly(tmp_path):
     path = tmp_path / "old.ckpt"
     torch.save({"format": "flexrec-checkpoint-v1", "kind": "flexrec", "settings": {}}, path)
-    with pytest.raises(ValueError, match="retired checkpoint format 'flexrec-checkpoint-v1'.*train again"):
+    with pytest.raises(ValueError, match="torch.save .pickle. file, as older FlexRec versions wrote.*train it again"):
         load_agent(path)

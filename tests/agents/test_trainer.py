@@ -180,3 +180,56 @@ def test_every_epoch_draws_its_own_minibatch_order(monkeypatch):
     assert len(first_run) == len(second_run) == 6 and all(sorted(order) == list(range(8)) for order in orders)
     assert len({tuple(order) for order in first_run}) == 6, "every epoch of every iteration has its own order"
     assert first_run == second_run, "the orders follow from the seed"
+
+
+RESUMABLE = {**TINY, "eval_every": 128, "eval_episodes": 2, "dim": 16, "layers": 1, "heads": 2}
+
+
+def same_run(a: FlexRecAgent, b: FlexRecAgent) -> None:
+    """Both agents hold the same weights (policy and critic), curves and evaluations."""
+    assert a.policy is not None and b.policy is not None and a.critic is not None and b.critic is not None
+    for x, y in ((a.policy, b.policy), (a.critic.critic, b.critic.critic)):
+        first, second = x.state_dict(), y.state_dict()
+        assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    untimed = [[{k: v for k, v in row.items() if not k.startswith("time/")} for row in agent.history] for agent in (a, b)]
+    assert untimed[0] == untimed[1] and a.eval_history == b.eval_history and len(a.eval_history) == 2
+
+
+def test_a_run_resumed_from_its_training_checkpoint_ends_with_the_same_weights(tmp_path):
+    from agents.resume import Checkpointing
+
+    path = tmp_path / "flexrec.resume.ckpt"
+    straight = FlexRecAgent(**RESUMABLE).learn(SMALL, 256, seed=3, checkpointing=Checkpointing(path, every=128))
+    assert load_agent(path).training_state["steps"] == 128  # written after iteration 2 of 4
+    resumed = load_agent(path).resume()
+    assert isinstance(resumed, FlexRecAgent)
+    same_run(straight, resumed)
+    with pytest.raises(ValueError, match="holds no training state"):
+        straight.resume()
+    with pytest.raises(ValueError, match="cannot checkpoint during training"):
+        from agents.supervised import SupervisedAgent
+
+        SupervisedAgent().learn(SMALL, 64, checkpointing=Checkpointing(path))
+
+
+def test_ctrl_c_stops_at_the_end_of_the_iteration_with_a_checkpoint_that_resumes(tmp_path, monkeypatch):
+    import signal
+
+    from agents.resume import Checkpointing, TrainingInterrupted
+
+    straight = FlexRecAgent(**RESUMABLE).learn(SMALL, 256, seed=3)
+    iterate = FlexRecTrainer.iterate
+
+    def interrupted(trainer: FlexRecTrainer) -> None:
+        if trainer.iteration == 1:  # Ctrl-C during the second iteration: the handler the trainer installed runs
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        iterate(trainer)
+
+    monkeypatch.setattr(FlexRecTrainer, "iterate", interrupted)
+    path = tmp_path / "flexrec.resume.ckpt"
+    with pytest.raises(TrainingInterrupted) as stopped:
+        FlexRecAgent(**RESUMABLE).learn(SMALL, 256, seed=3, checkpointing=Checkpointing(path))
+    assert stopped.value.path == path and stopped.value.steps == 128
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is removed again
+    monkeypatch.setattr(FlexRecTrainer, "iterate", iterate)
+    same_run(straight, load_agent(path).resume())
