@@ -2,8 +2,9 @@
 
 A *cell* is one agent trained (if it is trainable) with one seed and evaluated on every need: the training needs
 and the held-out ones, episode i of a need played with seed ``1_000_000 + i`` whatever the agent, so comparisons
-are paired. Each finished cell is written to ``OUT/cells/AGENT-seedS.json`` (atomically) and never recomputed, so
-an interrupted run resumes where it stopped. The report (:func:`summarise`, :func:`markdown`):
+are paired. Each finished cell is written to ``OUT/cells/AGENT-seedS.json`` (atomically) with the settings it was
+computed with, and kept on a rerun only if they are the same, so an interrupted run resumes where it stopped and a
+rerun with other settings recomputes what they change. The report (:func:`summarise`, :func:`markdown`):
 
 * ``results.json``: per agent, need and metric the mean, 95% CI and episode count (episodes of all seeds pooled),
   the learning curves, and the figures of the tables below;
@@ -168,8 +169,41 @@ def run_cells(source: str, seed: int, config: BenchmarkConfig, rankers: Sequence
     return cells
 
 
+def cell_settings(name: str, config: BenchmarkConfig) -> dict[str, Any]:
+    """Everything a cell's figures depend on: kept in the cell, so a rerun with other settings recomputes it."""
+    registered, settings = ENTRIES[source_of(name)]
+    trainable = AGENTS[registered].trainable
+    record = {
+        "entry": name,
+        "agent_settings": settings,
+        "steps": config.steps if trainable else None,
+        "episodes": config.episodes,
+        "env": config.env_kwargs(),
+        "eval_seed": EVAL_SEED,
+    }
+    return dict(json.loads(json.dumps(record, default=repr)))  # as it reads back from the cell's file
+
+
+def stale_reason(path: Path, settings: dict[str, Any]) -> str | None:
+    """Why the cell at ``path`` cannot be kept (missing, unreadable, other settings), or None if it can."""
+    if not path.is_file():
+        return "missing"
+    try:
+        kept = json.loads(path.read_text()).get("settings")
+    except (ValueError, AttributeError):
+        return "unreadable"
+    if kept is None:
+        return "written without its settings (an older FlexRec)"
+    changed = sorted(key for key in settings.keys() | kept.keys() if settings.get(key) != kept.get(key))
+    return f"other settings ({', '.join(changed)})" if changed else None
+
+
 def run_benchmark(config: BenchmarkConfig, out: Path, progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every missing cell, then write the report (``results.json``, ``results.md``, PNG plots) to ``out``."""
+    """Run every missing or stale cell, then write the report (``results.json``, ``results.md``, PNG plots) to ``out``.
+
+    A cell is kept only if it was written with the same settings (:func:`cell_settings`); otherwise it is recomputed
+    and the progress line says why.
+    """
     use_threads(config.threads)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", asdict(config))
@@ -177,22 +211,27 @@ def run_benchmark(config: BenchmarkConfig, out: Path, progress: Callable[[str], 
     def path(name: str, seed: int) -> Path:
         return out / "cells" / f"{name}-seed{seed}.json"
 
+    def stale(name: str, seed: int) -> str | None:
+        return stale_reason(path(name, seed), cell_settings(name, config))
+
     seeds = {name: config.seeds if AGENTS[ENTRIES[source_of(name)][0]].trainable else 1 for name in config.agents}
     cells: list[dict[str, Any]] = []
     written: set[tuple[str, int]] = set()  # cells this call wrote
     for name in config.agents:
         for seed in range(seeds[name]):
+            reason = None if (name, seed) in written else stale(name, seed)
             if (name, seed) in written:
                 pass
-            elif path(name, seed).is_file():
-                progress(f"{name} seed {seed}: done before, kept")
-            else:  # one training run serves every missing entry evaluated from it
+            elif reason is None:
+                progress(f"{name} seed {seed}: done before with the same settings, kept")
+            else:  # one training run serves every missing or stale entry evaluated from it
                 source, started = source_of(name), time.perf_counter()
-                rankers = [n for n in config.agents if source_of(n) == source and not path(n, seed).is_file()]
+                rankers = [n for n in config.agents if source_of(n) == source and stale(n, seed) is not None]
                 for entry, cell in run_cells(source, seed, config, rankers).items():
-                    write_json(path(entry, seed), cell)
+                    write_json(path(entry, seed), {**cell, "settings": cell_settings(entry, config)})
                     written.add((entry, seed))
-                progress(f"{', '.join(rankers)} seed {seed}: {time.perf_counter() - started:.0f}s")
+                note = "" if reason == "missing" else f" (recomputed: {reason})"
+                progress(f"{', '.join(rankers)} seed {seed}: {time.perf_counter() - started:.0f}s{note}")
             cells.append(json.loads(path(name, seed).read_text()))
     report = summarise(cells, budget=config.steps)
     write_json(out / "results.json", {"config": asdict(config), **report})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -53,8 +54,20 @@ def test_minimal_benchmark_writes_table_json_and_plots_and_resumes(tmp_path):
     # A second run recomputes nothing and reports the same numbers.
     messages.clear()
     again = run_benchmark(config, tmp_path, progress=messages.append)
-    assert all("done before, kept" in m for m in messages) and len(messages) == 4
+    assert all("done before with the same settings, kept" in m for m in messages) and len(messages) == 4
     assert again == report  # the intervals too: the bootstrap is seeded
+    # Other settings recompute exactly the cells they change, and say why; config and results then agree with the cells.
+    messages.clear()
+    fewer = replace(config, episodes=config.episodes - 1)
+    run_benchmark(fewer, tmp_path, progress=messages.append)
+    assert len(messages) == 4 and all("(recomputed: other settings (episodes))" in m for m in messages), messages
+    cell = json.loads((tmp_path / "cells" / "random-seed0.json").read_text())
+    assert cell["settings"]["episodes"] == fewer.episodes and len(cell["values"]["interest"]["NDCG@5"]) == fewer.episodes
+    assert json.loads((tmp_path / "config.json").read_text())["episodes"] == fewer.episodes
+    (tmp_path / "cells" / "random-seed0.json").write_text(json.dumps({k: v for k, v in cell.items() if k != "settings"}))
+    messages.clear()
+    run_benchmark(fewer, tmp_path, progress=messages.append)
+    assert "random seed 0: " in messages[0] and "written without its settings (an older FlexRec)" in messages[0], messages
 
 
 def test_best_baseline_ignores_learners_and_the_oracle():
@@ -230,5 +243,5 @@ def test_derived_entries_are_evaluated_from_their_source_run(tmp_path):
     (tmp_path / "cells" / "critic-seed0.json").unlink()
     messages.clear()
     run_benchmark(config, tmp_path, progress=messages.append)
-    assert messages[0].startswith("critic seed 0: ") and messages[1] == "flexrec seed 0: done before, kept"
+    assert messages[0].startswith("critic seed 0: ") and messages[1] == "flexrec seed 0: done before with the same settings, kept"
     assert json.loads((tmp_path / "cells" / "critic-seed0.json").read_text())["values"] == critic["values"]
