@@ -5,7 +5,8 @@ The rules are documented once, in :class:`~flexrec_env.env.FlexRecEnv`'s docstri
 * what an agent sees: :func:`observation_space`, :func:`build_request`, :func:`episode_needs`,
   :func:`validate_action`;
 * episodes: :func:`draw_noise` (the random material), :func:`materialise` (need, relevance, feedback and reward
-  labels), :class:`EpisodeStream` (one generator's episodes);
+  labels), :class:`EpisodeStreams` (many generators' episodes, for the vector env) and :class:`EpisodeStream` (one
+  generator's, for the single env);
 * rewards: :func:`step_reward` (the one place the reward modes are defined), fed by :func:`step_rewards` (NDCG
   needs, on Python floats or arrays) or :func:`list_level_step_rewards` (list-level needs), and
   :func:`final_info` (the last step's info);

@@ -103,7 +103,7 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
     relevance), ``metrics`` (``NDCG@5``, ``NDCG@10``, ``Recall@5``, ``Recall@10`` and ``need_metric`` = f@k, all on
     the *true* relevance, for evaluation only) and ``need``. With ``info_level="lean"`` the last step adds only
     ``ranking`` and ``list_reward`` (the rewards are the same; the metrics, the exact swap rewards and the clicks
-    are not computed, which makes the single env several times faster). With
+    are not computed, which makes the single env faster; the README's Performance section has the figures). With
     ``expose_truth=True`` every info also carries ``relevance`` (N true grades). ``reset`` returns ``action_mask``,
     ``position``, ``need`` and ``instruction``.
 
@@ -137,7 +137,11 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
       the last info; a composed need's feature vector is the elementwise maximum of its parts' (was the sum), so it
       stays inside the range the parts span. ``info_level`` (default ``"full"``, the info as before). ``need_id`` of
       a need a scenario or a user defines: derived from its name, no longer its registration order (the built-ins
-      keep 0-6). A vector env's truncated episode no longer carries the last-step info (as a single env's).
+      keep 0-6; every composition of built-ins has a fixed id by its set of parts, and another order of its parts
+      is the same need). A vector env's truncated episode no longer carries the last-step info (as a single env's).
+      Observations' ``placed`` and ``action_mask`` are read-only. Refused now, where they used to be ignored or to
+      fail later: reset options other than ``need``, a composition that repeats a part, and ``num_candidates``
+      above what the scenario can fill (``Scenario.max_candidates()``).
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}

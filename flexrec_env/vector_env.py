@@ -7,7 +7,8 @@ rewards, terminations, truncations and infos have exactly the layout of gymnasiu
 
 Random streams. By default (``shared_rng=False``) env i draws its episodes from its own generator, seeded with
 ``seed + i`` as ``SyncVectorEnv`` seeds its sub-envs, so the vector env gives *the same episodes* as B single envs
-under the same seeds. Drawing a batch of resets then loops over the envs in Python. With ``shared_rng=True`` all
+under the same seeds. Each env's episodes come in blocks of 64 from its generator; the blocks of all envs sit in one
+store, so a batch of resets is one gather (only drawing a new block loops over the envs' generators). With ``shared_rng=True`` all
 resets of a call are drawn at once from the vector env's own generator: one vectorised draw, much faster at large
 B, reproducible from the seed, but the episodes no longer equal those of single envs. With ``copy=False`` the
 observation arrays that stay fixed during an episode (``candidates``, ``user``, ``need``, ``need_id``) are returned
