@@ -243,7 +243,7 @@ def _read(path: Path) -> dict[str, Any]:
         meta = header["__metadata__"]
         document, checksum = json.loads(meta["flexrec"]), meta["sha256"]
         fmt, kind = document["format"], document["kind"]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, RecursionError):
         raise _refuse(path, "its header is not FlexRec metadata (another program's file, or corrupted)") from None
     if fmt != FORMAT:
         raise _refuse(path, f"it has the format {fmt!r}; this version reads {FORMAT!r} (is it from a newer FlexRec?)")
@@ -288,5 +288,23 @@ def restoring(path: str | Path, what: str) -> Iterator[None]:
     """Within this context a state that does not fit (``load_state_dict``'s errors) is a ``ValueError`` naming ``path``."""
     try:
         yield
-    except (RuntimeError, KeyError, TypeError) as error:
+    except (RuntimeError, KeyError, TypeError, AttributeError, IndexError) as error:
         raise ValueError(f"{path}: its {what} does not fit ({str(error)[:300]})") from None
+
+
+def restored_env_kwargs(env_kwargs: Any, path: str | Path) -> dict[str, Any]:
+    """The environment arguments a checkpoint names, checked so that using them imports and calls no code it names.
+
+    A registered scenario name (built in, or installed by the user as an entry point) is data; a
+    ``"package.module:Factory"`` string would import that module and call the factory, so a file may not name one:
+    give ``--scenario`` yourself to use such a scenario with a checkpoint.
+    """
+    if not isinstance(env_kwargs, dict):
+        raise _refuse(Path(path), f"its environment arguments are a {type(env_kwargs).__name__}, not a mapping")
+    scenario = env_kwargs.get("scenario", "synthetic")
+    if not isinstance(scenario, str) or ":" in scenario:
+        raise ValueError(
+            f"{path} names the scenario {scenario!r}: a checkpoint may name only a registered scenario (loading a "
+            "'package.module:Factory' would import and call it); pass --scenario (and --scenario-arg) yourself"
+        )
+    return dict(env_kwargs)

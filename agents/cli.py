@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import torch
 from click.core import ParameterSource
 from tqdm import tqdm
 
@@ -202,8 +203,10 @@ def train(
     """
     learner: Agent
     if resume is not None:
-        learner, env_kwargs, seed = resumed_run(context, resume)
+        learner, env_kwargs, seed, options = resumed_run(context, resume)
         agent = learner.name
+        logdir, out, episodes, checkpoint_every, threads = run_options(context, options, logdir, out, episodes,
+                                                                       checkpoint_every, threads)  # fmt: skip
         set_threads(threads, agent)
     else:
         set_threads(threads, agent)
@@ -215,14 +218,22 @@ def train(
             raise click.BadParameter(str(error), param_hint="--agent/--set") from error
     run_dir = logdir / f"{agent}-seed{seed}"
     checkpoint = out or run_dir / f"{agent}.ckpt"
-    for path, option, folder in ((run_dir, "--logdir", True), (checkpoint, "--out", False)):
+    outputs = [(run_dir, "--logdir", True), (checkpoint, "--out", False)]
+    if isinstance(learner, TrainableAgent) and learner.resumable:
+        outputs.append((resume_path(checkpoint), "--out", False))  # the training checkpoint, written during the run
+        pending = resume_path(checkpoint)
+        if resume is None and pending.is_file():
+            raise click.UsageError(f"{pending} holds an unfinished run: continue it with --resume {pending}, or delete it")
+    for path, option, folder in outputs:
         try:
             check_output_path(path, option, folder)
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint=option) from None
+    options = {"logdir": str(logdir), "out": str(checkpoint), "episodes": episodes, "checkpoint_every": checkpoint_every}
+    options["threads"] = torch.get_num_threads()
     if isinstance(learner, TrainableAgent):
         total = steps if resume is None or context.get_parameter_source("steps") != ParameterSource.DEFAULT else None
-        if not train_and_save(learner, env_kwargs, total, seed, run_dir, checkpoint, checkpoint_every, resume):
+        if not train_and_save(learner, env_kwargs, total, seed, run_dir, checkpoint, checkpoint_every, resume, options):
             return  # data parallel: process 0 saves and evaluates
     else:
         click.echo(f"{agent} has nothing to train; evaluating it as is")
@@ -241,13 +252,14 @@ def train_and_save(
     checkpoint: Path,
     checkpoint_every: int,
     resume: Path | None,
+    options: dict[str, Any] | None = None,
 ) -> bool:
     """Train (or resume, to ``steps`` or the run's own budget) and save to ``checkpoint``; False in other processes.
 
     The other processes of a data-parallel run save nothing. Ctrl-C ends the command (exit status 130) naming the
     training checkpoint to resume from.
     """
-    checkpointing = Checkpointing(resume_path(checkpoint), checkpoint_every) if learner.resumable else None
+    checkpointing = Checkpointing(resume_path(checkpoint), checkpoint_every, options or {}) if learner.resumable else None
     try:
         if resume is not None:
             learner.resume(steps, logdir=run_dir, checkpointing=checkpointing)
@@ -257,7 +269,7 @@ def train_and_save(
     except TrainingInterrupted as stop:
         if stop.path is not None:
             click.echo(f"interrupted after {stop.steps} steps; checkpoint written to {stop.path}", err=True)
-            click.echo(f"resume with: flexrec-agent train --resume {stop.path} --out {checkpoint}", err=True)
+            click.echo(f"resume with: flexrec-agent train --resume {stop.path}", err=True)
         raise SystemExit(130) from None
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, mid-iteration
         last = checkpointing.path if checkpointing is not None and checkpointing.path.is_file() else None
@@ -265,7 +277,7 @@ def train_and_save(
             click.echo("interrupted; no training checkpoint was written", err=True)
         else:
             click.echo(f"interrupted; the last training checkpoint is {last}: resume with: "
-                       f"flexrec-agent train --resume {last} --out {checkpoint}", err=True)  # fmt: skip
+                       f"flexrec-agent train --resume {last}", err=True)  # fmt: skip
         raise SystemExit(130) from None
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--resume/--steps") from None
@@ -278,14 +290,48 @@ def train_and_save(
     return True
 
 
+def run_options(
+    context: click.Context,
+    options: dict[str, Any],
+    logdir: Path,
+    out: Path | None,
+    episodes: int,
+    checkpoint_every: int,
+    threads: int | None,
+) -> tuple[Path, Path | None, int, int, int | None]:
+    """A resumed run's ``--logdir``, ``--out``, ``--episodes``, ``--checkpoint-every`` and threads.
+
+    Each is the run's own unless given on the command line; a thread count other than the run's is refused (the
+    weights depend on it).
+    """
+
+    def given(name: str) -> bool:
+        return context.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+
+    if threads is not None and "threads" in options and threads != options["threads"]:
+        message = f"{threads}; allowed: the run's {options['threads']} (the weights depend on the thread count)"
+        raise click.BadParameter(message, param_hint="--threads")
+    return (
+        logdir if given("logdir") else Path(options.get("logdir", logdir)),
+        out if out is not None or "out" not in options else Path(options["out"]),
+        episodes if given("episodes") else int(options.get("episodes", episodes)),
+        checkpoint_every if given("checkpoint_every") else int(options.get("checkpoint_every", checkpoint_every)),
+        options.get("threads", threads),
+    )
+
+
 #: ``train`` options (parameter: option) that a resumed run takes from its checkpoint.
 RUN_OPTIONS = {"agent": "--agent", "advantage": "--advantage", "scenario": "--scenario", "scenario_args": "--scenario-arg",
                "need": "--need", "env_args": "--env-arg", "seed": "--seed", "model": "--model", "settings": "--set",
                "config": "--config"}  # fmt: skip
 
 
-def resumed_run(context: click.Context, path: Path) -> tuple[TrainableAgent, dict[str, Any], int]:
-    """The agent, environment arguments and seed of the run of training checkpoint ``path`` (usage errors otherwise)."""
+def resumed_run(context: click.Context, path: Path) -> tuple[TrainableAgent, dict[str, Any], int, dict[str, Any]]:
+    """The run of training checkpoint ``path``: agent, environment arguments, seed and command options.
+
+    The options are how the run was started (``--logdir``, ``--out``, ``--episodes``, ``--checkpoint-every``, the
+    thread count); usage errors for options a resumed run may not change.
+    """
     given = [name for name in RUN_OPTIONS if context.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
     if given:
         options = ", ".join(RUN_OPTIONS[name] for name in given)
@@ -297,7 +343,8 @@ def resumed_run(context: click.Context, path: Path) -> tuple[TrainableAgent, dic
     except (ValueError, FileNotFoundError) as error:
         raise click.BadParameter(str(error), param_hint="--resume") from None
     env_kwargs = dict(learner.env_kwargs)  # type: ignore[attr-defined]
-    return learner, env_kwargs, int(learner.training_state["run"]["seed"])  # type: ignore[attr-defined]
+    run = learner.training_state["run"]  # type: ignore[attr-defined]
+    return learner, env_kwargs, int(run["seed"]), dict(run.get("options", {}))
 
 
 @main.command("evaluate")

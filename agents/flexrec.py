@@ -27,7 +27,7 @@ import torch
 from numpy.typing import NDArray
 
 from agents.base import TrainableAgent, is_main_process, portable
-from agents.checkpoints import load_checkpoint, restoring, save_checkpoint
+from agents.checkpoints import load_checkpoint, restored_env_kwargs, restoring, save_checkpoint
 from agents.critic import CriticLearner, critic_setting_types, critic_settings
 from agents.policy import RankingInputs, RankingPolicy, TransformerPolicyConfig, TransformerRankingPolicy
 from agents.resume import Checkpointing
@@ -92,6 +92,7 @@ class PolicyAgent(TrainableAgent):
         self.env_kwargs: dict[str, Any] = {}
         """The environment arguments of training (those that can be written down), for evaluation."""
         self.training_state: dict[str, Any] | None = None
+        self.loaded_from: Path | str = "the training checkpoint"  # the file load() read, for error messages
         """The trainer's state of a training checkpoint this agent was loaded from (:meth:`resume` continues it)."""
 
     @classmethod
@@ -144,13 +145,15 @@ class PolicyAgent(TrainableAgent):
                 f"this {self.name} agent holds no training state: resume from a training checkpoint (the .resume.ckpt "
                 "written beside --out every --checkpoint-every steps and on Ctrl-C), not a final one"
             )
-        run = state["run"]
+        with restoring(self.loaded_from, "training state"):
+            run, steps = state["run"], state["steps"]
+            run["env_complete"], run["total_steps"], run["seed"]  # noqa: B018  (present, or a clear error)
         if not run["env_complete"]:
             raise ValueError("this run's environment arguments include objects a checkpoint cannot keep: it cannot resume")
         total = run["total_steps"] if total_steps is None else total_steps
         check_value("total_steps", total, int, ">= 1")
-        if total <= state["steps"]:
-            raise ValueError(f"total_steps={total}; allowed: more than the {state['steps']} steps this run has done")
+        if total <= steps:
+            raise ValueError(f"total_steps={total}; allowed: more than the {steps} steps this run has done")
         self._train(dict(self.env_kwargs), total, run["seed"], logdir, checkpointing, state)
         return self
 
@@ -176,12 +179,13 @@ class PolicyAgent(TrainableAgent):
             if checkpointing is None or trainer.distributed:  # training checkpoints are for single-process runs
                 return None
             self.policy, self.critic, self.history = trainer.unwrapped_policy, trainer.critic, trainer.history
-            self.save(checkpointing.path, training={"run": run, **trainer.state_dict()})
+            self.save(checkpointing.path, training={"run": {**run, "options": checkpointing.options}, **trainer.state_dict()})
             return checkpointing.path
 
         trainer = FlexRecTrainer(policy, env_kwargs, self.trainer_config, logdir, seed, evaluate=true_metrics)
         if state is not None:
-            trainer.load_state_dict(state)
+            with restoring(self.loaded_from, "training state"):
+                trainer.load_state_dict(state)
         every = 0 if checkpointing is None else checkpointing.every
         self.history = trainer.train(total_steps, checkpoint=checkpoint, checkpoint_every=every)
         self.training_state = None
@@ -236,15 +240,18 @@ class PolicyAgent(TrainableAgent):
     @classmethod
     def load(cls, path: Path) -> PolicyAgent:
         data = load_checkpoint(path, cls.name)
-        agent = cls(**data["settings"])
+        env_kwargs = restored_env_kwargs(data["env_kwargs"], path)  # first: nothing is built from a file naming code
+        with restoring(path, "settings"):
+            agent = cls(**data["settings"])
         with restoring(path, "policy"):
             agent.policy = agent.restore_policy(data, Path(path)).eval()
         with restoring(path, "critic"):
             critic = data.get("critic")
             agent.critic = None if critic is None else CriticLearner.from_payload(critic, agent.trainer_config.critic)
-        agent.history, agent.env_kwargs = data["history"], data["env_kwargs"]
+        agent.history, agent.env_kwargs = data["history"], env_kwargs
         agent.eval_history = data["eval_history"]
         agent.training_state = data["training"]
+        agent.loaded_from = Path(path)
         return agent
 
     def __repr__(self) -> str:

@@ -14,9 +14,10 @@ import logging
 import os
 import signal
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import Any
 
 from scenarios.settings import check_value
 
@@ -31,6 +32,9 @@ class Checkpointing:
     """The training checkpoint, rewritten in place (atomically) each time."""
     every: int = 0
     """Environment steps between training checkpoints (0: only when training is interrupted)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """How the run was started beyond the agent's own settings (output paths, evaluation episodes, threads): kept in
+    the training checkpoint, so ``--resume`` needs nothing else."""
 
     def __post_init__(self) -> None:
         check_value("every", self.every, int, ">= 0")
@@ -69,14 +73,15 @@ class StopRequest:
         logger.warning("interrupted: stopping at the end of this iteration to save a checkpoint (Ctrl-C again: stop now)")
 
     def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
+        # Not outside the main thread (no signal arrives there), and not where Ctrl-C is ignored (a background job).
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self.previous = signal.signal(signal.SIGINT, self.handle)
             self.installed = True
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
-        if self.installed:
-            signal.signal(signal.SIGINT, self.previous)  # type: ignore[arg-type]
+        if self.installed:  # a handler set from C reads as None: put Python's default back then
+            signal.signal(signal.SIGINT, signal.default_int_handler if self.previous is None else self.previous)  # type: ignore[arg-type]
 
 
 def check_output_path(path: Path, what: str, folder: bool = False) -> None:
@@ -89,7 +94,7 @@ def check_output_path(path: Path, what: str, folder: bool = False) -> None:
     if path.exists() and folder != path.is_dir():
         kind = "a folder" if path.is_dir() else "a file"
         raise ValueError(f"{what} {path} is {kind}; allowed: {'a folder' if folder else 'a file path'} (choose another path)")
-    ancestor = path if path.exists() else path.parent
+    ancestor = path if folder and path.exists() else path.parent  # an existing file is rewritten in its folder
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():

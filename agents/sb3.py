@@ -34,7 +34,7 @@ from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
 from agents.base import TrainableAgent, portable, training_env_kwargs
-from agents.checkpoints import read_checkpoint, restoring, save_checkpoint
+from agents.checkpoints import read_checkpoint, restored_env_kwargs, restoring, save_checkpoint
 from agents.progress import Progress
 from agents.resume import Checkpointing
 from flexrec_env.vector_env import FlexRecVectorEnv
@@ -401,8 +401,10 @@ class SB3Agent(TrainableAgent):
         kind, data = read_checkpoint(path)
         if kind not in ALGORITHMS:
             raise ValueError(f"{path} holds a {kind!r} checkpoint, not a stable-baselines3 one ({sorted(ALGORITHMS)})")
-        agent = cls(SB3Config(**data["config"]))
-        agent.env_kwargs = dict(data["env_kwargs"])
+        env_kwargs = restored_env_kwargs(data["env_kwargs"], path)  # first: nothing is built from a file naming code
+        with restoring(path, "settings"):
+            agent = cls(SB3Config(**data["config"]))
+        agent.env_kwargs = env_kwargs
         venv = make_training_env(agent.env_kwargs, agent.config.num_envs, seed=0)  # as in training: the same checks
         with restoring(path, "policy"):
             agent.model = agent.build_model(venv, seed=0)

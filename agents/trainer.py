@@ -183,6 +183,12 @@ def policy_loss(
     return loss, {"kl": kl.mean().detach(), "entropy": entropy.mean().detach(), "clip_fraction": clipped.detach()}
 
 
+#: numpy bit generators an episode stream may be restored into, by name.
+BIT_GENERATORS: dict[str, Callable[[], np.random.BitGenerator]] = {
+    c.__name__: c for c in (np.random.PCG64, np.random.PCG64DXSM, np.random.Philox, np.random.SFC64, np.random.MT19937)
+}
+
+
 class FlexRecTrainer:
     """Trains any :class:`~agents.policy.RankingPolicy` on ``FlexRec-v0`` (see the module docstring)."""
 
@@ -469,6 +475,8 @@ class FlexRecTrainer:
                     bar.update(min(self.steps, total_steps) - bar.n)
                     bar.set_postfix(list_reward=f"{row['reward/list']:.3f}", refresh=False)
                     if self.steps >= total_steps:  # the last iteration: the run ends as it would anyway
+                        if stop.requested:
+                            logger.warning("Ctrl-C came in the last iteration: the run is complete, so it is saved whole")
                         continue
                     if stop.requested:
                         raise TrainingInterrupted(self.steps, None if checkpoint is None else checkpoint(self))
@@ -540,12 +548,21 @@ class FlexRecTrainer:
             self.critic = CriticLearner(c["input_dim"], c["max_grade"], c["label_noise"], self.config.critic, device=device)
             self.critic.load_state_dict(c)
         random = state["random"]
-        episodes = getattr(np.random, random["episodes"]["bit_generator"])()
+        name = random["episodes"]["bit_generator"]
+        if name not in BIT_GENERATORS:  # a name from a file: look it up, never getattr it
+            raise ValueError(f"episode stream bit_generator={name!r}; allowed: {sorted(BIT_GENERATORS)}")
+        episodes = BIT_GENERATORS[name]()
         episodes.state = random["episodes"]
         self.env.np_random = np.random.Generator(episodes)
         self.generator.set_state(random["sampling"])
         self.minibatch_generator.set_state(random["minibatches"])
         torch.set_rng_state(random["torch"])  # last: building the critic drew from it
+        if self.writer is not None:  # events past the checkpoint (logged before a crash) are dropped, not doubled
+            from torch.utils.tensorboard import SummaryWriter
+
+            logdir = self.writer.log_dir
+            self.writer.close()
+            self.writer = SummaryWriter(logdir, purge_step=self.steps + 1)
 
     def log(self, row: dict[str, float]) -> None:
         if self.writer is None:

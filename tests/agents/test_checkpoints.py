@@ -209,8 +209,29 @@ def test_a_header_without_its_payload_is_refused(tmp_path, checkpoint):
         load_checkpoint(checkpoint, "flexrec")
     bare = tmp_path / "bare.ckpt"
     save_checkpoint(bare, "flexrec", {})  # a well-formed file without what the agent needs
-    with pytest.raises(ValueError, match="bare.ckpt lacks 'settings'"):
+    with pytest.raises(ValueError, match="bare.ckpt lacks 'env_kwargs'"):
         load_agent(bare)
     save_checkpoint(bare, "flexrec", {"value": 3})
     with pytest.raises(ValueError, match="holds a 'flexrec' checkpoint, not a 'bpr' one"):
         load_checkpoint(bare, "bpr")
+
+
+@pytest.mark.parametrize("kind", ["flexrec", "flexrec-llm", "ppo", "maskable-ppo"])
+def test_a_checkpoint_that_names_code_to_call_is_refused_before_anything_is_built(tmp_path, kind):
+    """A well-formed file (its checksum right) may not name a 'module:Factory' scenario: loading would call it."""
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.ckpt"
+    env_kwargs = {"scenario": "os:system", "scenario_kwargs": {"command": f"touch {marker}"}, "need": ["interest"]}
+    save_checkpoint(path, kind, {"settings": {}, "config": {"algorithm": kind}, "env_kwargs": env_kwargs})
+    with pytest.raises(ValueError, match=r"names the scenario 'os:system': a checkpoint may name only a registered"):
+        load_agent(path)
+    result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(path), "--episodes", "1"])
+    assert result.exit_code == 2 and "only a registered scenario" in result.output and "Traceback" not in result.output
+    assert not marker.exists(), "loading ran code the file named"
+
+
+def test_a_training_state_that_names_a_function_is_refused(tmp_path):
+    """The episode stream's generator is looked up among numpy's bit generators, never fetched by the name a file gives."""
+    from agents.trainer import BIT_GENERATORS
+
+    assert set(BIT_GENERATORS) >= {"PCG64", "MT19937"} and "seed" not in BIT_GENERATORS

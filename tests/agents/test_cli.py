@@ -382,14 +382,24 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_ends_where_a_straight_run_does(tmp
     out = tmp_path / "resumed.ckpt"
     result = runner.invoke(main, [*TINY_RUN, "--logdir", str(tmp_path / "logs"), "--out", str(out)])
     saved = tmp_path / "resumed.resume.ckpt"
-    assert result.exit_code == 130 and f"resume with: flexrec-agent train --resume {saved} --out {out}" in result.output
+    assert result.exit_code == 130 and f"resume with: flexrec-agent train --resume {saved}\n" in result.output
     assert not out.exists() and saved.is_file()
     monkeypatch.setattr(FlexRecTrainer, "iterate", iterate)
     result = runner.invoke(main, ["train", "--resume", str(saved), "--seed", "1"])
     assert result.exit_code == 2 and "drop --seed" in result.output
-    result = runner.invoke(main, ["train", "--resume", str(saved), "--out", str(out), "--logdir", str(tmp_path / "logs")])
+    result = runner.invoke(main, ["train", "--resume", str(saved), "--threads", "2"])
+    assert result.exit_code == 2 and "allowed: the run's 1 (the weights depend on the thread count)" in result.output
+    result = runner.invoke(main, [*TINY_RUN, "--logdir", str(tmp_path / "logs"), "--out", str(out)])
+    assert result.exit_code == 2 and f"{saved} holds an unfinished run: continue it with --resume {saved}" in result.output
+    result = runner.invoke(main, ["train", "--resume", str(saved)])  # the printed command: paths and all from the run
     assert result.exit_code == 0, result.output
-    first, second = (load_agent(path).policy.state_dict() for path in (straight, out))
-    assert all(torch.equal(first[key], second[key]) for key in first)
+    assert (tmp_path / "logs" / "flexrec-seed0" / "results.json").is_file() and out.is_file()
+    first, second = (load_agent(path) for path in (straight, out))
+    for a, b in (
+        (first.policy.state_dict(), second.policy.state_dict()),
+        (first.critic.critic.state_dict(), second.critic.critic.state_dict()),
+    ):
+        assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    assert first.eval_history == second.eval_history
     result = runner.invoke(main, ["train", "--resume", str(out)])
     assert result.exit_code == 2 and "not a training checkpoint" in result.output
