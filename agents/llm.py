@@ -1,9 +1,9 @@
 r"""The ``flexrec-llm`` agent: a causal language model with a LoRA adapter ranks the candidates, reading the request.
 
-The prompt (:mod:`agents.prompts`) holds the user's recent history (item titles), the need's instruction as the
-environment sampled it, and the candidates in words (title, then popularity, recent views and release as levels),
-each labelled by an *identifier* that is one token of the tokenizer (``" A"``, ``" B"``, ... when the tokenizer has
-them as single tokens, else added tokens
+The prompt (:mod:`flexrec_env.prompts`, the renderer that the text wrapper :mod:`flexrec_env.text` shares) holds
+the user's recent history (item titles), the need's instruction as the environment sampled it, and the candidates in
+words (title, then popularity, recent views and release as levels), each labelled by an *identifier* that is one
+token of the tokenizer (``" A"``, ``" B"``, ... when the tokenizer has them as single tokens, else added tokens
 ``<c0>``, ``<c1>``, ...). The model then "writes" the ranking one identifier per position, and its next-token logits
 restricted to the N identifiers are the logits of :class:`~agents.policy.RankingPolicy`:
 
@@ -45,9 +45,18 @@ import numpy as np
 import torch
 
 from agents.flexrec import PolicyAgent
-from agents.language_models import LETTERS, TINY_MODEL, TinyBase, is_gguf, load_language_model, resolve_model
+from agents.language_models import TINY_MODEL, TinyBase, is_gguf, load_language_model, resolve_model
 from agents.policy import RankingInputs, RankingPolicy
-from agents.prompts import DEFAULT_PROMPT_TEMPLATE, check_template, describe_candidates, user_message
+from flexrec_env.prompts import (
+    DEFAULT_PROMPT_TEMPLATE,
+    LETTERS,
+    check_template,
+    describe_candidates,
+    letter_labels,
+    recent_history,
+    special_labels,
+    user_message,
+)
 from scenarios import Request
 from scenarios.settings import check_fields
 
@@ -84,7 +93,7 @@ class LLMPolicyConfig:
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     """The user message: a ``str.format`` template with ``{candidates}`` (once) and optionally ``{history}`` and
     ``{instruction}``; candidates are written one per line as ``-<identifier>: <description>`` (see
-    :mod:`agents.prompts`)."""
+    :mod:`flexrec_env.prompts`)."""
     identifiers: Identifiers = "auto"
     """Candidate identifiers: ``"letters"`` (`` A``, `` B``, ... : must be single tokens, N <= 26), ``"special"``
     (added tokens ``<c0>``, ... with trainable embeddings) or ``"auto"`` (letters when they are single tokens)."""
@@ -199,8 +208,8 @@ class LLMRankingPolicy(RankingPolicy):
         """The N labels, their token ids, and whether they are added tokens (then the embeddings are resized)."""
         mode = self.config.identifiers
         if mode != "special":
-            labels = [f" {letter}" for letter in LETTERS[:n]]
-            ids = self._single_token_ids(labels) if n <= len(LETTERS) else None
+            labels = letter_labels(n) if n <= len(LETTERS) else []
+            ids = self._single_token_ids(labels) if labels else None
             if ids is not None:
                 return labels, ids, False
             if mode == "letters":
@@ -208,7 +217,7 @@ class LLMRankingPolicy(RankingPolicy):
                     f"identifiers='letters' needs N <= 26 labels that are single tokens of {self.config.model!r}'s "
                     f"tokenizer (N={n}); use identifiers='special'"
                 )
-        labels = [f"<c{i}>" for i in range(n)]
+        labels = special_labels(n)
         self.tokenizer.add_tokens(labels, special_tokens=True)
         ids = self.tokenizer.convert_tokens_to_ids(labels)
         sources = [self.tokenizer(f" {i}", add_special_tokens=False)["input_ids"] for i in range(n)]
@@ -243,7 +252,7 @@ class LLMRankingPolicy(RankingPolicy):
     ) -> tuple[str, list[int]]:
         """The prompt text (chat template applied when the tokenizer has one) and the index of each label's last char."""
         labels = self.labels if labels is None else labels
-        recent = list(history)[-self.config.max_history :] if self.config.max_history else []
+        recent = recent_history(history, self.config.max_history)
         message, chars = user_message(self.config.prompt_template, recent, instruction, candidates, labels)
         if getattr(self.tokenizer, "chat_template", None):
             text = self.tokenizer.apply_chat_template(

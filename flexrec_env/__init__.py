@@ -4,6 +4,7 @@
 
     env = gym.make("FlexRec-v0", need="trending")
     envs = gym.make_vec("FlexRec-v0", num_envs=256, need=["interest", "niche"])
+    text_env = flexrec_env.TextRankingEnv(gym.make("FlexRec-v0"))  # the prompt in, the model's answer out
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from flexrec_env.needs import (
     registered_needs,
     training_needs,
 )
+from flexrec_env.text import TextConfig, TextRankingEnv, parse_ranking
 from flexrec_env.vector_env import FlexRecVectorEnv
 
 __all__ = [
@@ -32,9 +34,12 @@ __all__ = [
     "FlexRecEnv",
     "FlexRecVectorEnv",
     "Need",
+    "TextConfig",
+    "TextRankingEnv",
     "all_of",
     "check_scenario_needs",
     "get_need",
+    "parse_ranking",
     "held_out_needs",
     "register_need",
     "registered_needs",

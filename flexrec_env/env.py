@@ -71,7 +71,8 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
     changes once returned. A need's id is fixed for the built-ins (``interest`` 0, ``trending`` 1, ``niche`` 2,
     ``fresh`` 3, ``diverse`` 4, ``fresh+niche`` 5, ``trending+fresh`` 6); any other need's is ``Need.need_id`` or
     derived from its name (:func:`flexrec_env.needs.name_id`). The structured request (user id, history, candidate
-    item ids, need, instruction, titles) is ``env.unwrapped.request``, for agents that read text.
+    item ids, need, instruction, titles) is ``env.unwrapped.request``, for agents that read text;
+    :class:`flexrec_env.text.TextRankingEnv` wraps the env to show it as a prompt and to take answers as text.
 
     ## Rewards
 
