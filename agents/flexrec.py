@@ -207,7 +207,8 @@ class PolicyAgent(TrainableAgent):
         return CriticRanker(self.critic, self.policy.critic_inputs)
 
     @torch.no_grad()
-    def rank(self, request: Request, observation: dict[str, Any], info: dict[str, Any]) -> NDArray[np.int64]:
+    def ranking_inputs(self, request: Request, observation: dict[str, Any]) -> tuple[RankingPolicy, RankingInputs]:
+        """The policy, in eval mode, and its inputs for one request (with the critic's prior when it ranks with one)."""
         if self.policy is None:
             raise RuntimeError(f"this {self.name} agent is untrained: call learn() or load a checkpoint first")
         self.policy.eval()
@@ -216,7 +217,12 @@ class PolicyAgent(TrainableAgent):
         if self.uses_prior:
             assert self.critic is not None
             inputs.prior = self.critic.expected_gain(self.policy.critic_inputs(inputs))
-        return self.policy.rank(inputs, inputs.candidates.shape[1])[0].cpu().numpy()
+        return self.policy, inputs
+
+    @torch.no_grad()
+    def rank(self, request: Request, observation: dict[str, Any], info: dict[str, Any]) -> NDArray[np.int64]:
+        policy, inputs = self.ranking_inputs(request, observation)
+        return policy.rank(inputs, inputs.candidates.shape[1])[0].cpu().numpy()
 
     def save(self, path: Path, training: dict[str, Any] | None = None) -> None:
         """Write the agent to checkpoint ``path``; with ``training`` (a trainer's state), a training checkpoint."""

@@ -210,6 +210,17 @@ class RankingPolicy(nn.Module, abc.ABC):
         entropy = -(logp.exp() * logp.masked_fill(torch.isinf(logp), 0.0)).sum(-1)
         return chosen, entropy
 
+    def next_log_probs(self, inputs: RankingInputs, prefixes: torch.Tensor) -> torch.Tensor:
+        """``(B, N)`` log-probabilities of the next placement after ``prefixes`` ``(B, t)`` (``-inf`` on placed items).
+
+        The distribution :meth:`sample` draws position t from, computed by teacher forcing: position t's logits read
+        only the items before it, so any item stands in at position t itself.
+        """
+        b, t = prefixes.shape
+        rankings = torch.cat([prefixes, prefixes.new_zeros(b, 1)], dim=1)[:, None, :]  # (B, 1, t + 1)
+        logits = self.with_prior(self.teacher_logits(self.encode(inputs), rankings), inputs)[:, 0, t]  # (B, N)
+        return masked_log_softmax(logits, prefix_masks(rankings, logits.shape[-1])[:, 0, t], self.temperature)
+
     def forward(self, inputs: RankingInputs, rankings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`log_probs`: the trainer calls the (possibly data-parallel wrapped) module, so gradients synchronise."""
         return self.log_probs(inputs, rankings)

@@ -94,7 +94,7 @@ def check_output_path(path: Path, what: str, folder: bool = False) -> None:
     if path.exists() and folder != path.is_dir():
         kind = "a folder" if path.is_dir() else "a file"
         raise ValueError(f"{what} {path} is {kind}; allowed: {'a folder' if folder else 'a file path'} (choose another path)")
-    ancestor = path if folder and path.exists() else path.parent  # an existing file is rewritten in its folder
+    ancestor = path if folder and path.exists() else path.parent  # an existing file is replaced: its folder must be writable
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():

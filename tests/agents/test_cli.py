@@ -20,7 +20,7 @@ from agents.cli import main
 from agents.evaluation import evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = {"quickstart", "train", "evaluate", "fetch-model", "agents", "needs", "scenarios", "benchmark"}
+COMMANDS = {"quickstart", "train", "evaluate", "fetch-model", "agents", "needs", "scenarios", "benchmark", "log"}
 
 
 def test_help_lists_every_command():
@@ -303,6 +303,10 @@ NOT_SHIPPED = {
     "Qwen/Qwen2.5-0.5B-Instruct": "a model on the Hugging Face hub",
     "../shared/data/movietweetings-100k": "the user's copy of MovieTweetings",
     "data/ml-100k": "the user's copy of MovieLens",
+    "logs/random.parquet": "written by `log --out logs/random.parquet`",
+    "logs/eps.parquet": "written by `log --out logs/eps.parquet`",
+    "logs/flexrec.parquet": "written by `log --out logs/flexrec.parquet`",
+    "runs/flexrec-seed0/flexrec.ckpt": "written by `train` (seed 0)",
 }
 PATH = re.compile(r"(?<![\w@])[\w.-]*(?:/[\w.+-]*\w)+|[\w-]+\.(?:yaml|toml|json|ckpt|gguf|pt)\b")
 
