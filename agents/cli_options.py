@@ -8,10 +8,12 @@ A configuration file (``--config``) gives option values by option name; its mapp
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from agents.base import use_threads
 from agents.language_models import dequantized_copy, is_gguf
@@ -26,6 +28,9 @@ from scenarios.settings import field_types
 ENV_OPTIONS = {"need": "--need", "scenario": "--scenario", "scenario_kwargs": "--scenario-arg"}
 #: The agent whose model is large enough to want torch's default thread count.
 MANY_THREADS_AGENTS = ("flexrec-llm",)
+
+#: ``ctx.meta`` key of the mappings a configuration file gave the repeatable options (``settings: {dim: 64}``).
+FILE_MAPPINGS = "flexrec.config_mappings"
 
 # --------------------------------------------------------------------------------------------------------------------
 # Configuration files: keys are option names; options given on the command line override them.
@@ -51,7 +56,11 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def _option_value(key: str, value: Any, multiple: bool, path: Path) -> Any:
-    """A file's value as the text(s) the option would get on the command line."""
+    """A file's value as the text(s) the option would get on the command line.
+
+    A mapping's values also stay as they are in ``ctx.meta`` (:func:`load_config`), where :func:`given_settings`
+    finds them: the text here only stands for them.
+    """
     if not multiple:
         return ",".join(text_of(v) for v in value) if key == "need" and isinstance(value, list) else text_of(value)
     if isinstance(value, dict):
@@ -75,6 +84,20 @@ def load_config(ctx: click.Context, param: click.Parameter, value: Path | None) 
         raise click.BadParameter(f"unknown key(s) {unknown} in {value}; allowed: {sorted(params)}", param_hint="--config")
     defaults = {key: _option_value(key, item, params[key].multiple, value) for key, item in data.items()}
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    mappings = {key: item for key, item in data.items() if params[key].multiple and isinstance(item, dict)}
+    ctx.meta[FILE_MAPPINGS] = {**ctx.meta.get(FILE_MAPPINGS, {}), **mappings}
+
+
+def given_settings(name: str, pairs: Sequence[str]) -> Sequence[str] | Mapping[str, Any]:
+    """The ``KEY=VALUE`` pairs of option ``name``, or the mapping the configuration file gave it, values as written.
+
+    The file's mapping counts only where the command line did not give the option (then its pairs override it).
+    """
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.get_parameter_source(name) is not ParameterSource.DEFAULT_MAP:
+        return pairs
+    mapping: Mapping[str, Any] = ctx.meta.get(FILE_MAPPINGS, {}).get(name, pairs)
+    return mapping
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -147,13 +170,13 @@ def set_threads(threads: int | None, agent: str | None) -> None:
     use_threads(threads or 1)
 
 
-def scenario_kwargs_from(scenario: str, pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+def scenario_kwargs_from(scenario: str, pairs: Sequence[str]) -> dict[str, Any]:
     """``--scenario-arg`` pairs typed by the scenario's factory (unknown keys are refused with the allowed ones)."""
     try:
         types = scenario_settings(scenario)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--scenario") from error
-    return parse_settings(pairs, types, "--scenario-arg", owner=f"scenario {scenario!r}")
+    return parse_settings(given_settings("scenario_args", pairs), types, "--scenario-arg", owner=f"scenario {scenario!r}")
 
 
 def env_setting_types() -> dict[str, Any]:
@@ -163,7 +186,8 @@ def env_setting_types() -> dict[str, Any]:
 
 def env_kwargs_from(scenario: str, scenario_args: tuple[str, ...], need: str | None, env_args: tuple[str, ...]) -> dict[str, Any]:
     """``gym.make`` arguments from the options, checked up front: the env's values, the scenario, the needs."""
-    settings = parse_settings(env_args, env_setting_types(), "--env-arg", owner="FlexRec-v0", elsewhere=ENV_OPTIONS)
+    pairs = given_settings("env_args", env_args)
+    settings = parse_settings(pairs, env_setting_types(), "--env-arg", owner="FlexRec-v0", elsewhere=ENV_OPTIONS)
     kwargs = {"scenario": scenario, "scenario_kwargs": scenario_kwargs_from(scenario, scenario_args), **settings}
     try:
         EnvConfig(**kwargs)  # a value: builds nothing
@@ -185,7 +209,8 @@ def agent_settings_from(agent: str, settings: tuple[str, ...], advantage: str | 
     """The agent's settings from ``--set`` pairs, ``--advantage`` and ``--model`` (a GGUF file is converted here once)."""
     if agent not in AGENTS:
         raise click.BadParameter(f"unknown agent {agent!r}; allowed: {sorted(AGENTS)}", param_hint="--agent")
-    agent_settings = parse_settings(settings, AGENTS[agent].setting_types(), "--set", owner=f"the {agent} agent")
+    types = AGENTS[agent].setting_types()
+    agent_settings = parse_settings(given_settings("settings", settings), types, "--set", owner=f"the {agent} agent")
     if advantage is not None:
         if not agent.startswith("flexrec"):
             raise click.BadParameter(f"--advantage applies to the flexrec agents, not {agent!r}", param_hint="--advantage")

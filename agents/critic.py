@@ -49,7 +49,7 @@ right reference.)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
@@ -105,13 +105,13 @@ class CriticConfig:
         check_fields(self, ranges)
 
 
-#: Agent settings that configure the critic: its config's fields prefixed with ``critic_``.
-CRITIC_SETTINGS = frozenset(f"critic_{f.name}" for f in fields(CriticConfig))
-
-
 def critic_setting_types() -> dict[str, Any]:
-    """:data:`CRITIC_SETTINGS` with the annotations of the critic's fields."""
+    """The agent settings that configure the critic, its config's fields prefixed with ``critic_``, with their annotations."""
     return {f"critic_{name}": annotation for name, annotation in field_types(CriticConfig).items()}
+
+
+#: Agent settings that configure the critic (the keys of :func:`critic_setting_types`).
+CRITIC_SETTINGS = frozenset(critic_setting_types())
 
 
 def critic_settings(settings: dict[str, Any]) -> tuple[CriticConfig, dict[str, Any]]:

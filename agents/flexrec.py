@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,7 +34,7 @@ from agents.resume import Checkpointing
 from agents.supervised import CriticRanker
 from agents.trainer import FlexRecTrainer, TrainerConfig
 from scenarios import Request
-from scenarios.settings import check_value, field_types
+from scenarios.settings import check_keys, check_value, field_types
 
 logger = logging.getLogger(__name__)
 
@@ -44,23 +44,21 @@ def flat_setting_types(policy_config: type[Any]) -> dict[str, Any]:
 
     The trainer's fields, the policy's, and the critic's prefixed with ``critic_``.
     """
-    trainer = {k: v for k, v in field_types(TrainerConfig).items() if k != "critic"}
-    return {**trainer, **field_types(policy_config), **critic_setting_types()}
+    return {**_trainer_setting_types(), **field_types(policy_config), **critic_setting_types()}
+
+
+def _trainer_setting_types() -> dict[str, Any]:
+    return {k: v for k, v in field_types(TrainerConfig).items() if k != "critic"}  # the critic's come prefixed
 
 
 def split_settings(
     settings: dict[str, Any], policy_config: type[Any] = TransformerPolicyConfig, agent: str = "flexrec"
 ) -> tuple[TrainerConfig, Any]:
     """Flat settings to the trainer's, the critic's (``critic_`` prefix) and the policy's (``policy_config``) configs."""
-    trainer_names = {f.name for f in fields(TrainerConfig)} - {"critic"}
-    policy_names = {f.name for f in fields(policy_config)}
-    allowed = set(flat_setting_types(policy_config))
-    unknown = sorted(set(settings) - allowed)
-    if unknown:
-        raise ValueError(f"unknown {agent} setting(s) {unknown}; allowed: {sorted(allowed)}")
+    check_keys(f"{agent} setting(s)", settings, flat_setting_types(policy_config))
     critic, rest = critic_settings(settings)
-    trainer = TrainerConfig(critic=critic, **{k: v for k, v in rest.items() if k in trainer_names})
-    return trainer, policy_config(**{k: v for k, v in rest.items() if k in policy_names})
+    trainer = TrainerConfig(critic=critic, **{k: v for k, v in rest.items() if k in _trainer_setting_types()})
+    return trainer, policy_config(**{k: v for k, v in rest.items() if k in field_types(policy_config)})
 
 
 class PolicyAgent(TrainableAgent):
@@ -239,6 +237,7 @@ class PolicyAgent(TrainableAgent):
             "history": self.history,
             "eval_history": self.eval_history,
             "env_kwargs": self.env_kwargs,
+            "feature_sizes": self.trained_sizes,
             "training": training,
         }
         save_checkpoint(path, self.name, payload)
@@ -258,6 +257,7 @@ class PolicyAgent(TrainableAgent):
         agent.eval_history = data["eval_history"]
         agent.training_state = data["training"]
         agent.loaded_from = Path(path)
+        agent.restore_feature_sizes(data)
         return agent
 
     def __repr__(self) -> str:
@@ -269,11 +269,6 @@ class FlexRecAgent(PolicyAgent):
 
     name = "flexrec"
     policy_config_class = TransformerPolicyConfig
-
-    def feature_sizes(self) -> dict[str, int]:
-        if not isinstance(self.policy, TransformerRankingPolicy):
-            return {}
-        return dict(zip(("candidates", "user", "need"), self.policy.dims, strict=True))
 
     def build_policy(self, space: gym.spaces.Dict) -> TransformerRankingPolicy:
         dims = (space["candidates"].shape[-1], space["user"].shape[0], space["need"].shape[0])  # type: ignore[index]

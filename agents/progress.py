@@ -1,7 +1,7 @@
 """Progress of training and evaluation, wherever the output goes.
 
-In a terminal, :class:`Progress` is a tqdm bar; when the output is not a terminal (a log file, CI, a notebook's
-captured stream) it writes a log line (``logging``, logger ``agents.progress``) every tenth of the work (but not
+In a terminal or a Jupyter notebook, :class:`Progress` is a tqdm bar; when the output is not a terminal (a log file,
+CI) it writes a log line (``logging``, logger ``agents.progress``) every tenth of the work (but not
 within 2 seconds of the last line) or every 30 seconds, whichever comes first, and one at the end. It takes the
 calls of a tqdm bar that the loops use (``update``, ``set_postfix``, ``close``, ``n``), so a loop does not care
 which it got. A log line reads::
@@ -23,9 +23,10 @@ from tqdm import tqdm
 logger = logging.getLogger(__name__)
 
 
-def _is_terminal() -> bool:
+def _shows_a_bar() -> bool:
+    """Whether standard error shows a tqdm bar: a terminal, or a notebook (where log lines need a handler to appear)."""
     isatty = getattr(sys.stderr, "isatty", None)
-    return bool(isatty and isatty())
+    return bool(isatty and isatty()) or "ipykernel" in sys.modules
 
 
 def _duration(seconds: float) -> str:
@@ -38,9 +39,10 @@ class Progress:
     """Progress over ``total`` units: a tqdm bar in a terminal, else periodic log lines (see the module docstring).
 
     ``enabled`` False shows nothing (the other processes of a data-parallel run); ``terminal`` None asks whether
-    standard error is a terminal. Log lines come at every ``log_fraction`` of ``total`` reached at least
-    ``min_gap`` seconds (of ``clock``) after the last line, at least every ``log_every`` seconds while the work goes
-    on, and at :meth:`close`.
+    standard error is a terminal or the code runs in a notebook's kernel (a bar there: log lines would need a logging
+    handler to appear). Log lines come at every ``log_fraction`` of ``total`` reached at least ``min_gap`` seconds
+    (of ``clock``) after the last line, at least every ``log_every`` seconds while the work goes on, and at
+    :meth:`close`.
     """
 
     def __init__(
@@ -56,7 +58,7 @@ class Progress:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.total, self.desc, self.unit, self.n = total, desc, unit, 0
-        terminal = _is_terminal() if terminal is None else terminal
+        terminal = _shows_a_bar() if terminal is None else terminal
         self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, mininterval=1.0) if enabled and terminal else None
         self.logs = enabled and not terminal
         self.clock, self.started = clock, clock()

@@ -331,6 +331,7 @@ class HistoryRecommender(TrainableAgent, Generic[ConfigT]):
             "dims": self.dims,
             "state_dict": self.model.state_dict(),
             "env_kwargs": self.env_kwargs,
+            "feature_sizes": self.trained_sizes,
         }
         save_checkpoint(path, kind=self.name, payload=payload)
 
@@ -345,6 +346,7 @@ class HistoryRecommender(TrainableAgent, Generic[ConfigT]):
             agent.model.load_state_dict(data["state_dict"])
         agent.model.eval()
         agent.env_kwargs = dict(data.get("env_kwargs", {}))
+        agent.restore_feature_sizes(data)
         return agent
 
 

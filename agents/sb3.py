@@ -11,6 +11,7 @@ scenario's training split (``split="train"``); the evaluations during training u
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from agents.checkpoints import read_checkpoint, restored_env_kwargs, restoring, 
 from agents.progress import Progress
 from agents.resume import Checkpointing
 from flexrec_env.vector_env import FlexRecVectorEnv
-from scenarios.settings import check_fields, field_types
+from scenarios.settings import check_fields, check_keys, field_types
 
 logger = logging.getLogger(__name__)
 
@@ -271,8 +272,19 @@ class SB3Config:
             "eval_episodes": ">= 1",
         }
         check_fields(self, ranges)
+        check_keys(f"{self.algorithm} argument(s) in extra", self.extra, self.extra_arguments())
+
+    def extra_arguments(self) -> list[str]:
+        """The keys ``extra`` allows: the arguments of the algorithm's constructor that nothing else sets."""
+        algorithm = ALGORITHMS[self.algorithm][0]
+        taken = BUILD_ARGUMENTS | set(self.own_kwargs())
+        return sorted(set(inspect.signature(algorithm).parameters) - taken)
 
     def algorithm_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the algorithm's constructor: those of these fields, then ``extra``."""
+        return {**self.own_kwargs(), **self.extra}
+
+    def own_kwargs(self) -> dict[str, Any]:
         common = {"learning_rate": self.learning_rate, "gamma": self.gamma, "batch_size": self.batch_size}
         if self.algorithm == "dqn":
             specific = {
@@ -285,9 +297,13 @@ class SB3Config:
             }
         else:
             specific = {"n_steps": self.n_steps, "n_epochs": self.n_epochs, "ent_coef": self.ent_coef}
-        return {**common, **specific, **self.extra}
+        return {**common, **specific}
 
 
+#: Arguments of the algorithm's constructor that :meth:`SB3Agent.build_model` sets itself (``extra`` cannot).
+BUILD_ARGUMENTS = frozenset(
+    {"policy", "env", "policy_kwargs", "seed", "device", "verbose", "tensorboard_log", "_init_setup_model"}
+)
 ALGORITHMS: dict[str, tuple[type[BaseAlgorithm], type[Any]]] = {
     "maskable-ppo": (MaskablePPO, ScoredMaskablePolicy),
     "ppo": (PPO, ScoredActorCriticPolicy),
@@ -344,7 +360,10 @@ class SB3Agent(TrainableAgent):
         return {k: v for k, v in field_types(SB3Config).items() if k != "algorithm"}  # the agent's name fixes it
 
     def build_model(self, venv: VecEnv, seed: int, logdir: Path | None = None) -> BaseAlgorithm:
-        """A fresh stable-baselines3 model of the configured algorithm on ``venv``, with the set-structured policy."""
+        """A fresh stable-baselines3 model of the configured algorithm on ``venv``, with the set-structured policy.
+
+        A value in ``extra`` that the algorithm refuses is a ``ValueError`` naming ``extra`` and the algorithm's reason.
+        """
         c = self.config
         algorithm, policy = ALGORITHMS[c.algorithm]
         policy_kwargs: dict[str, Any] = {
@@ -352,10 +371,15 @@ class SB3Agent(TrainableAgent):
             "features_extractor_kwargs": {"hidden": c.hidden},
         }
         policy_kwargs["net_arch"] = [] if c.algorithm == "dqn" else {"pi": [], "vf": [c.hidden]}
-        return algorithm(
-            policy, venv, policy_kwargs=policy_kwargs, seed=seed, device=c.device, verbose=0,
-            tensorboard_log=str(logdir) if logdir else None, **c.algorithm_kwargs(),
-        )  # fmt: skip
+        try:
+            return algorithm(
+                policy, venv, policy_kwargs=policy_kwargs, seed=seed, device=c.device, verbose=0,
+                tensorboard_log=str(logdir) if logdir else None, **c.algorithm_kwargs(),
+            )  # fmt: skip
+        except (AssertionError, TypeError, ValueError) as error:
+            if not c.extra:
+                raise  # the fields are checked: this is ours to fix, not the user's
+            raise ValueError(f"extra={c.extra}: {error or type(error).__name__}") from error
 
     def _learn(
         self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None, checkpointing: Checkpointing | None
@@ -387,6 +411,7 @@ class SB3Agent(TrainableAgent):
             "config": asdict(self.config),
             "env_kwargs": self.env_kwargs,
             "eval_history": self.eval_history,
+            "feature_sizes": self.trained_sizes,
             "policy": self.model.policy.state_dict(),
         }
         save_checkpoint(path, self.name, payload)
@@ -411,4 +436,5 @@ class SB3Agent(TrainableAgent):
             agent.model.policy.load_state_dict(data["policy"])
         venv.close()
         agent.eval_history = list(data["eval_history"])
+        agent.restore_feature_sizes(data)
         return agent

@@ -1,21 +1,22 @@
 """One parser for every setting given as text: ``--set``, ``--env-arg``, ``--scenario-arg`` and configuration files.
 
 Each setting is typed by the annotation of the dataclass field it sets (:func:`scenarios.settings.field_types`) and
-checked by :func:`scenarios.settings.check_value`, so a value is refused here for the same reason the dataclass
-would refuse it. From text (``KEY=VALUE``):
+checked for its type by :func:`scenarios.settings.check_value`, as the dataclass checks it; ranges (``> 0``,
+``(0, inf]``) are left to the dataclass's ``__post_init__``, which sees the value next. From text (``KEY=VALUE``):
 
 * ``bool``: ``true`` or ``false`` (any case) only; ``1``, ``0`` or ``yes`` are refused;
 * ``int``: digits (``150000``, ``150_000``) only; ``2.5``, ``1e3`` or ``true`` are refused;
-* ``float``: any finite number, integers included (``1e-3``, ``3``);
+* ``float``: any number, integers included (``1e-3``, ``3``, ``inf``; never ``nan``): the dataclass checks its range;
 * ``str`` (and paths): the text as it is, never read as a number, a boolean or ``None``;
 * ``Literal[...]``: one of the choices;
 * ``None`` (``None`` or ``null``) only where the annotation allows it;
 * tuples, lists, mappings: JSON (``[0.2, 0.8]``, ``{"observe_prob": 0.3}``).
 
-A mapping (a configuration file) is parsed the same way: each value is first written as the text the command line
-would give (:func:`text_of`; numpy scalars as their number), so a file and the command line accept the same values.
-Every error is a :class:`click.BadParameter` (a usage error: exit code 2, no traceback) naming the option, the key,
-the value and what is allowed.
+A mapping (a configuration file) gives its strings to the same reading; its other values are checked as they are
+(numpy scalars as their number, a list as a tuple where the field is a tuple): ``true`` in a file is a boolean, never
+the string ``'true'``, and ``null`` is None, allowed only where the annotation allows it. Every error is a
+:class:`click.BadParameter` (a usage error: exit code 2, no traceback) naming the option, the key, the value and what
+is allowed.
 
 >>> parse_settings(["group_size=8", "learning_rate=1e-3", "advantage=swap"], {"group_size": int,
 ...     "learning_rate": float, "advantage": Literal["list", "swap"]}, "--set")
@@ -37,7 +38,7 @@ import numpy as np
 
 from scenarios.settings import check_value
 
-__all__ = ["parse_settings", "parse_value", "text_of"]
+__all__ = ["file_value", "parse_settings", "parse_value", "text_of"]
 
 _INTEGER = re.compile(r"^[+-]?\d+(_\d+)*$")
 _NONE = ("None", "null")
@@ -70,7 +71,10 @@ def _read_bool(text: str) -> bool:
 
 def _read_int(text: str) -> int:
     if _INTEGER.match(text):
-        return int(text)
+        try:
+            return int(text)
+        except ValueError as error:  # more digits than Python converts (sys.get_int_max_str_digits())
+            raise _NoMatch from error
     raise _NoMatch
 
 
@@ -137,11 +141,38 @@ def parse_value(name: str, text: str, annotation: Any, option: str) -> Any:
                 break
             except _NoMatch:
                 continue
+    return _checked(name, value, annotation, option)
+
+
+def _checked(name: str, value: Any, annotation: Any, option: str) -> Any:
+    """``value`` if its type fits ``annotation`` (any number but NaN: ranges are the dataclass's), else a usage error."""
     try:
-        check_value(name, value, annotation)
+        check_value(name, value, annotation, finite=False)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint=option) from None
     return value
+
+
+def file_value(name: str, value: Any, annotation: Any, option: str) -> Any:
+    """A configuration file's non-string ``value`` as the field of ``annotation`` takes it; a usage error otherwise.
+
+    Numpy scalars and arrays become Python numbers and lists, a list a tuple where the field is a tuple; nothing
+    else is converted (``True`` is not a string, ``1.0`` not an integer, ``None`` only where allowed).
+
+    >>> file_value("bounds", [1, 5], tuple[float, float] | None, "--set")
+    (1, 5)
+    >>> file_value("path", None, str, "--scenario-arg")
+    Traceback (most recent call last):
+    ...
+    click.exceptions.BadParameter: path=None; allowed: a string
+    """
+    if isinstance(value, np.generic):
+        value = float(str(value)) if isinstance(value, np.floating) else value.item()  # float32(0.3) is 0.3
+    elif isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, list) and any(get_origin(member) is tuple for member in _members(annotation)):
+        value = tuple(value)
+    return _checked(name, value, annotation, option)
 
 
 def text_of(value: Any) -> str:
@@ -178,20 +209,18 @@ def parse_settings(
 
     ``types_`` maps each allowed key to its annotation (the fields of the target dataclass); a key outside it is a
     usage error listing the sorted allowed keys. With ``types_`` None the keys are left to the receiver to check
-    (a third-party scenario's factory) and values are read as JSON, else as text. ``elsewhere`` maps keys that have
+    (a third-party scenario's factory) and text is read as JSON, else kept as text. ``elsewhere`` maps keys that have
     an option of their own to that option (``{"need": "--need"}``). ``owner`` names the target in messages.
     """
     items = list(source.items()) if isinstance(source, Mapping) else [_split(pair, option) for pair in source]
     settings: dict[str, Any] = {}
     for key, raw in items:
-        text = text_of(raw)
         if elsewhere and key in elsewhere:
-            raise click.BadParameter(f"{key}={text!r} is not set here: use {elsewhere[key]}", param_hint=option)
-        if types_ is None:
-            settings[key] = parse_value(key, text, Any, option)
-        elif key in types_:
-            settings[key] = parse_value(key, text, types_[key], option)
-        else:
+            raise click.BadParameter(f"{key}={raw!r} is not set here: use {elsewhere[key]}", param_hint=option)
+        if types_ is not None and key not in types_:
             target = f" of {owner}" if owner else ""
             raise click.BadParameter(f"unknown key {key!r}{target}; allowed: {sorted(types_) or 'none'}", param_hint=option)
+        annotation = Any if types_ is None else types_[key]
+        read = parse_value if isinstance(raw, str) else file_value
+        settings[key] = read(key, raw, annotation, option)
     return settings

@@ -25,7 +25,7 @@ from agents.critic import CriticConfig, CriticLearner, critic_setting_types, cri
 from agents.policy import RankingInputs, candidate_context
 from agents.resume import Checkpointing
 from scenarios import Request
-from scenarios.settings import check_fields, field_types
+from scenarios.settings import check_fields, check_keys, field_types
 
 logger = logging.getLogger(__name__)
 
@@ -103,10 +103,7 @@ class SupervisedAgent(CriticRanker, TrainableAgent):
 
     def __init__(self, **settings: Any) -> None:
         super().__init__()
-        allowed = set(self.setting_types())
-        unknown = sorted(set(settings) - allowed)
-        if unknown:
-            raise ValueError(f"unknown supervised setting(s) {unknown}; allowed: {sorted(allowed)}")
+        check_keys(f"{self.name} setting(s)", settings, self.setting_types())
         self.settings = dict(settings)
         critic, rest = critic_settings(settings)
         self.config = SupervisedConfig(critic=critic, **rest)
@@ -129,7 +126,8 @@ class SupervisedAgent(CriticRanker, TrainableAgent):
     def save(self, path: Path) -> None:
         if self.learner is None:
             raise RuntimeError(f"nothing to save: this {self.name} agent is untrained")
-        save_checkpoint(path, self.name, {"settings": self.settings, "critic": self.learner.payload()})
+        payload = {"settings": self.settings, "feature_sizes": self.trained_sizes, "critic": self.learner.payload()}
+        save_checkpoint(path, self.name, payload)
 
     @classmethod
     def load(cls, path: Path) -> SupervisedAgent:
@@ -137,4 +135,5 @@ class SupervisedAgent(CriticRanker, TrainableAgent):
         agent = cls(**data["settings"])
         with restoring(path, "critic"):
             agent.learner = CriticLearner.from_payload(data["critic"], agent.config.critic)
+        agent.restore_feature_sizes(data)
         return agent

@@ -27,7 +27,7 @@ from weakref import WeakSet
 
 from scenarios.base import Request, RequestBatch, Scenario, ScenarioNeed
 from scenarios.check import ScenarioCheckError, check_scenario
-from scenarios.settings import field_types
+from scenarios.settings import field_types, signature_types
 from scenarios.synthetic import SyntheticConfig, SyntheticScenario
 
 __all__ = [
@@ -126,16 +126,12 @@ def scenario_settings(spec: str) -> dict[str, Any] | None:
     if callable(declared):
         return dict(declared())
     try:
-        parameters = inspect.signature(factory).parameters
-        hints = typing.get_type_hints(getattr(factory, "__init__") if isinstance(factory, type) else factory)  # noqa: B009
+        named = signature_types(factory)
+        overrides = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(factory).parameters.values())
     except (TypeError, ValueError, NameError):
         return None
-    overrides = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     settings: dict[str, Any] = {}
-    for name, parameter in parameters.items():
-        if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
-            continue
-        annotation = hints.get(name, Any)
+    for name, annotation in named.items():
         configs = [m for m in typing.get_args(annotation) or (annotation,) if dataclasses.is_dataclass(m)]
         if configs and overrides:
             settings.update(field_types(typing.cast(type, configs[0])))

@@ -21,12 +21,13 @@ ValueError: invalid Example setting size=0; allowed: an integer >= 1
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import operator
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, Union, get_args, get_origin
 
 import numpy as np
@@ -57,11 +58,11 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _is_number(value: Any, allowed: str | None = None) -> bool:
-    """A real number, finite unless ``allowed`` names ``inf`` (e.g. ``"(0, inf]"``); never NaN."""
+def _is_number(value: Any, allowed: str | None = None, finite: bool = True) -> bool:
+    """A real number, finite unless ``allowed`` names ``inf`` (e.g. ``"(0, inf]"``) or ``finite`` is False; never NaN."""
     if not (_is_int(value) or isinstance(value, (float, np.floating))) or math.isnan(value):
         return False
-    return math.isfinite(value) or (allowed is not None and "inf" in allowed)
+    return math.isfinite(value) or not finite or (allowed is not None and "inf" in allowed)
 
 
 def _same_kind(value: Any, choice: Any) -> bool:
@@ -69,42 +70,42 @@ def _same_kind(value: Any, choice: Any) -> bool:
     return isinstance(value, type(choice)) and isinstance(value, bool) == isinstance(choice, bool)
 
 
-def _allows(annotation: Any, value: Any, allowed: str | None) -> bool:
-    """Whether ``value`` fits ``annotation`` (numbers also ``allowed``, a range); ``Any`` allows anything."""
+def _allows(annotation: Any, value: Any, allowed: str | None, finite: bool = True) -> bool:
+    """Whether ``value`` fits ``annotation`` (numbers also ``allowed``, a range, and ``finite``); ``Any`` allows anything."""
     if annotation is Any:
         return True
     origin = get_origin(annotation)
     if origin in (Union, types.UnionType):
-        return any(_allows(member, value, allowed) for member in get_args(annotation))
+        return any(_allows(member, value, allowed, finite) for member in get_args(annotation))
     if annotation is type(None):
         return value is None
     if origin is Literal:
         return any(value == choice and _same_kind(value, choice) for choice in get_args(annotation))
     if annotation in (int, float):
-        fits = _is_int(value) if annotation is int else _is_number(value, allowed)
+        fits = _is_int(value) if annotation is int else _is_number(value, allowed, finite)
         return fits and (allowed is None or in_range(value, allowed))
     if annotation in (bool, str):
         return isinstance(value, annotation)
     if origin is tuple:
         item = get_args(annotation)[0]
-        return isinstance(value, tuple) and all(_allows(item, element, None) for element in value)
+        return isinstance(value, tuple) and all(_allows(item, element, None, finite) for element in value)
     if origin is not None:  # dict[...], list[...]: the container, not its items
         return isinstance(value, origin)
     return not isinstance(annotation, type) or isinstance(value, annotation)
 
 
-def _describe(annotation: Any, allowed: str | None) -> str:
+def _describe(annotation: Any, allowed: str | None, finite: bool = True) -> str:
     """What a field of ``annotation`` may hold, in words (``"an integer >= 1"``, ``"one of ['a', 'b']"``)."""
     origin = get_origin(annotation)
     if origin in (Union, types.UnionType):
-        return " or ".join(_describe(member, allowed) for member in get_args(annotation))
+        return " or ".join(_describe(member, allowed, finite) for member in get_args(annotation))
     if annotation is type(None):
         return "None"
     if origin is Literal:
         return f"one of {list(get_args(annotation))}"
     if annotation in (int, float):
         one_sided = allowed is None or _COMPARISON.match(allowed) is not None
-        noun = "an integer" if annotation is int else "a finite number" if one_sided else "a number"
+        noun = "an integer" if annotation is int else "a finite number" if one_sided and finite else "a number"
         if allowed is None:
             return noun
         return f"{noun} {allowed}" if _COMPARISON.match(allowed) else f"{noun} in {allowed}"
@@ -125,17 +126,46 @@ def field_types(config_class: type) -> dict[str, Any]:
     return _FIELD_TYPES[config_class]
 
 
-def check_value(name: str, value: Any, annotation: Any, allowed: str | None = None, owner: str = "") -> None:
+def signature_types(function: Callable[..., Any]) -> dict[str, Any]:
+    """The parameters ``function`` (a class: its constructor) takes by name, with their resolved annotations (or ``Any``).
+
+    >>> signature_types(check_keys)
+    {'what': <class 'str'>, 'given': collections.abc.Iterable[str], 'allowed': collections.abc.Iterable[str]}
+    """
+    by_name = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    parameters = inspect.signature(function).parameters
+    hints = typing.get_type_hints(function.__init__ if isinstance(function, type) else function)  # type: ignore[misc]
+    return {name: hints.get(name, Any) for name, parameter in parameters.items() if parameter.kind in by_name}
+
+
+def check_keys(what: str, given: Iterable[str], allowed: Iterable[str]) -> None:
+    """A ``ValueError`` naming the keys of ``given`` outside ``allowed`` (``what`` names them) and the allowed ones.
+
+    >>> check_keys("supervised setting(s)", ["epochs", "epoch"], ["epochs", "group_size"])
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown supervised setting(s) ['epoch']; allowed: ['epochs', 'group_size']
+    """
+    allowed = set(allowed)
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; allowed: {sorted(allowed) or 'none'}")
+
+
+def check_value(name: str, value: Any, annotation: Any, allowed: str | None = None, owner: str = "", finite: bool = True) -> None:
     """A ``ValueError`` ``"name=value; allowed: ..."`` unless ``value`` fits ``annotation`` and the range ``allowed``.
+
+    Numbers must be finite unless ``allowed`` names ``inf`` or ``finite`` is False (the settings parser checks types
+    only, leaving ranges to the dataclass); NaN never fits a number.
 
     >>> check_value("total_steps", 0, int, ">= 1")
     Traceback (most recent call last):
     ...
     ValueError: total_steps=0; allowed: an integer >= 1
     """
-    if not _allows(annotation, value, allowed):
+    if not _allows(annotation, value, allowed, finite):
         prefix = f"invalid {owner} setting " if owner else ""
-        raise ValueError(f"{prefix}{name}={value!r}; allowed: {_describe(annotation, allowed)}")
+        raise ValueError(f"{prefix}{name}={value!r}; allowed: {_describe(annotation, allowed, finite)}")
 
 
 def check_fields(config: object, ranges: Mapping[str, str] | None = None) -> None:

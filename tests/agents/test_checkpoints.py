@@ -66,6 +66,16 @@ def test_files_are_flushed_before_the_rename_and_a_failed_write_leaves_nothing(t
     assert [p.name for p in tmp_path.iterdir()] == ["x.ckpt"], "no temporary file left"
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_written_file_has_the_mode_open_would_give_it(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "x.ckpt", lambda temporary: temporary.write_bytes(b"data"))
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "x.ckpt").stat().st_mode & 0o777 == 0o666 & ~umask  # mkstemp alone gives 0o600
+
+
 def test_every_kind_of_state_round_trips_exactly(tmp_path):
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1)

@@ -141,9 +141,9 @@ def test_cli_evaluates_a_model_zero_shot_without_a_checkpoint(tied_model, tmp_pa
 # Every mistaken setting is a usage error (exit code 2) naming the value and what is allowed, with no traceback.
 
 BAD_INPUTS = [
-    (["train", "--set", "requests_per_batch=true"], ["requests_per_batch='true'", "an integer"]),
-    (["train", "--set", "learning_rate=fast"], ["learning_rate='fast'", "a finite number"]),
-    (["train", "--set", "group_size=2.5"], ["group_size='2.5'", "an integer"]),
+    (["train", "--set", "requests_per_batch=true"], ["requests_per_batch=True", "an integer"]),
+    (["train", "--set", "learning_rate=fast"], ["learning_rate='fast'", "allowed: a number"]),
+    (["train", "--set", "group_size=2.5"], ["group_size=2.5", "an integer"]),
     (["train", "--set", "group_size=1"], ["group_size=1", ">= 2"]),
     (["train", "--set", "advantage=grpo"], ["advantage='grpo'", "'list', 'swap', 'flexrec'"]),
     (["train", "--set", "bogus=1"], ["'bogus'", "'advantage', 'clip'"]),
@@ -190,8 +190,8 @@ def write(path: Path, text: str) -> Path:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("settings:\n  requests_per_batch: true\n", ["requests_per_batch='true'", "an integer"]),
-        ("settings:\n  group_size: 2.5\n", ["group_size='2.5'", "an integer"]),
+        ("settings:\n  requests_per_batch: true\n", ["requests_per_batch=True", "an integer"]),
+        ("settings:\n  group_size: 2.5\n", ["group_size=2.5", "an integer"]),
         ("env_args:\n  need: trending\n", ["need='trending'", "--need"]),
         ("steps: 2.5\n", ["'2.5'", "integer"]),
         ("steps: true\n", ["'true'", "integer"]),
@@ -407,3 +407,48 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_ends_where_a_straight_run_does(tmp
     assert first.eval_history == second.eval_history
     result = runner.invoke(main, ["train", "--resume", str(out)])
     assert result.exit_code == 2 and "not a training checkpoint" in result.output
+
+
+def test_sb3_extra_is_checked_against_the_algorithm(tmp_path):
+    runner = CliRunner()
+    base = ["train", "--agent", "ppo", "--steps", "10", "--logdir", str(tmp_path), "--need", "interest"]
+    result = runner.invoke(main, [*base, "--set", 'extra={"bogus": 1}'])
+    assert result.exit_code == 2, result.output
+    assert "unknown ppo argument(s) in extra ['bogus']; allowed: ['clip_range'," in result.output, result.output
+    result = runner.invoke(main, [*base, "--set", 'extra={"clip_range": "wide"}'])  # SB3 refuses it when building
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for --set/--env-arg/--scenario-arg: extra={'clip_range': 'wide'}: " in result.output
+
+
+def test_max_grad_norm_may_be_infinite_but_the_learning_rate_may_not():
+    from agents.cli_options import agent_settings_from
+    from agents.registry import make_agent
+
+    settings = agent_settings_from("flexrec", ("max_grad_norm=inf",), None, None)
+    assert make_agent("flexrec", **settings).trainer_config.max_grad_norm == float("inf")  # type: ignore[attr-defined]
+    result = CliRunner().invoke(main, ["train", "--set", "learning_rate=inf", "--steps", "1"])
+    assert result.exit_code == 2, result.output
+    assert "learning_rate=inf; allowed: a finite number > 0" in result.output
+
+
+def test_config_file_values_are_not_turned_into_text(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("agent: random\nscenario: movielens\nscenario_args:\n  path: null\n")
+    result = CliRunner().invoke(main, ["evaluate", "--config", str(config), "--episodes", "1"])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for --scenario-arg: path=None; allowed: a string or a Path" in result.output
+    config.write_text("agent: flexrec\nsettings:\n  advantage: true\n")
+    result = CliRunner().invoke(main, ["train", "--config", str(config), "--steps", "1"])
+    assert result.exit_code == 2 and "advantage=True; allowed: one of" in result.output, result.output
+
+
+@pytest.mark.parametrize("command", ["evaluate", "quickstart"])
+def test_out_under_a_file_is_refused_before_any_work(tmp_path, command, monkeypatch):
+    import agents.cli
+
+    monkeypatch.setattr(agents.cli, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking --out"))
+    (tmp_path / "file").write_text("")
+    args = [command, "--episodes", "1", "--out", str(tmp_path / "file" / "results.json")]
+    result = CliRunner().invoke(main, [*args, "--agent", "random"] if command == "evaluate" else args)
+    assert result.exit_code == 2, result.output
+    assert "cannot be created:" in result.output and "is a file, not a folder" in result.output

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
+import types
 
 from agents.progress import Progress
 
@@ -60,4 +63,15 @@ def test_a_terminal_gets_a_bar_and_no_log_lines(caplog):
             assert progress.bar is not None and progress.bar.n == 10 and progress.n == 10
         with Progress(10, "off", enabled=False, terminal=False) as silent:
             silent.update(10)
+    assert lines(caplog) == []
+
+
+def test_a_notebook_gets_a_bar_whatever_its_stream(monkeypatch, caplog):
+    """In a notebook the library logs with no handler, so log lines would show nothing: a bar instead."""
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal
+    assert Progress(10, "script").bar is None
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    with caplog.at_level(logging.INFO, logger="agents.progress"), Progress(10, "notebook") as progress:
+        progress.update(10)
+        assert progress.bar is not None and progress.bar.n == 10
     assert lines(caplog) == []

@@ -184,3 +184,11 @@ def test_bad_settings_say_what_is_allowed(tmp_path):
     agent = BPRAgent(dim=4).learn(TINY, 100)
     with pytest.raises(ValueError, match="outside the catalogue of 80 items"):
         agent.rank(request(template_request(), 0, (), (1, 200)), {}, {})
+
+
+def test_checkpoints_keep_the_feature_sizes_of_training(tmp_path):
+    small = {"need": "interest", "num_candidates": 6, "list_length": 2, "scenario_kwargs": {"latent_dim": 4}}
+    trained = make_agent("bpr").learn(small, 16, seed=0)  # type: ignore[attr-defined]
+    assert trained.feature_sizes()["candidates"] == 15  # latent_dim + categories + 3 = 4 + 8 + 3
+    trained.save(tmp_path / "a.ckpt")
+    assert load_agent(tmp_path / "a.ckpt").feature_sizes() == trained.feature_sizes()

@@ -110,3 +110,19 @@ def test_bad_settings_and_checkpoints(tmp_path):
         load_agent(bogus)
     with pytest.raises(RuntimeError, match="not been trained"):
         SB3Agent().save(tmp_path / "x.ckpt")
+
+
+def test_extra_takes_only_the_algorithms_other_arguments():
+    assert "n_epochs" not in SB3Config(algorithm="dqn").extra_arguments()  # a PPO argument
+    assert "learning_rate" not in SB3Config(algorithm="ppo").extra_arguments()  # a field of its own
+    with pytest.raises(ValueError, match=r"unknown dqn argument\(s\) in extra \['n_epochs'\]; allowed: \["):
+        SB3Config(algorithm="dqn", extra={"n_epochs": 2})
+    assert SB3Config(algorithm="ppo", extra={"target_kl": 0.1}).algorithm_kwargs()["target_kl"] == 0.1
+
+
+def test_checkpoints_keep_the_feature_sizes_of_training(tmp_path):
+    small = {"need": "interest", "num_candidates": 6, "list_length": 2, "scenario_kwargs": {"latent_dim": 4}}
+    trained = SB3Agent(algorithm="ppo", num_envs=2, n_steps=4, batch_size=8, eval_every=0).learn(small, 16, seed=0)
+    assert trained.feature_sizes()["candidates"] == 15  # latent_dim + categories + 3 = 4 + 8 + 3
+    trained.save(tmp_path / "a.ckpt")
+    assert load_agent(tmp_path / "a.ckpt").feature_sizes() == trained.feature_sizes()

@@ -39,6 +39,7 @@ TYPES: dict[str, Any] = {
         ("count", "150_000", 150_000),
         ("count", "-3", -3),
         ("rate", "1e-3", 0.001),
+        ("rate", "inf", float("inf")),  # the parser checks the type; the dataclass says whether inf is in range
         ("rate", "3", 3.0),
         ("name", "3", "3"),  # strings are never read as numbers
         ("name", "true", "true"),
@@ -70,9 +71,10 @@ def test_text_becomes_the_value_the_annotation_allows(key, text, expected):
         ("count", "1e3", "count='1e3'; allowed: an integer"),
         ("count", "None", "count='None'; allowed: an integer"),  # None only where allowed
         ("count", "", "count=''; allowed: an integer"),
-        ("rate", "fast", "rate='fast'; allowed: a finite number"),
-        ("rate", "nan", "rate=nan; allowed: a finite number"),
-        ("rate", "true", "rate='true'; allowed: a finite number"),
+        ("rate", "fast", "rate='fast'; allowed: a number"),
+        ("rate", "nan", "rate=nan; allowed: a number"),  # never NaN
+        ("rate", "true", "rate='true'; allowed: a number"),
+        ("count", "1" * 5000, f"count='{'1' * 5000}'; allowed: an integer"),  # more digits than Python converts
         ("flag", "1", "flag='1'; allowed: true or false"),
         ("flag", "yes", "flag='yes'; allowed: true or false"),
         ("mode", "bogus", "mode='bogus'; allowed: one of ['swap', 'marginal', 'list']"),
@@ -97,10 +99,38 @@ def test_pairs_and_file_mappings_give_the_same_settings():
     mapping = {"count": np.int64(8), "rate": "1e-3", "flag": True, "limit": None, "names": ["a"], "name": " spaced = kept"}
     assert parse_settings(mapping, TYPES, "--set") == from_text
     assert parse_settings({"rate": np.float32(0.3), "count": 3}, TYPES, "--set") == {"rate": 0.3, "count": 3}
-    with pytest.raises(click.BadParameter, match="count='true'"):
+    with pytest.raises(click.BadParameter, match="count=True"):
         parse_settings({"count": True}, TYPES, "--set")  # a YAML boolean is not a count
-    with pytest.raises(click.BadParameter, match="count='2.5'"):
+    with pytest.raises(click.BadParameter, match="count=2.5"):
         parse_settings({"count": 2.5}, TYPES, "--set")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("name", True, "name=True; allowed: a string"),  # not the text 'true'
+        ("name", 1.0, "name=1.0; allowed: a string"),  # nor '1.0'
+        ("path", None, "path=None; allowed: a string or a Path"),  # nor 'null'
+        ("count", 1.0, "count=1.0; allowed: an integer"),
+        ("flag", 1, "flag=1; allowed: true or false"),
+        ("names", ["a", 1], "names=('a', 1); allowed: a tuple of str values"),
+        ("rate", float("nan"), "rate=nan; allowed: a number"),
+    ],
+)
+def test_file_values_are_checked_as_they_are_not_as_text(key, value, message):
+    with pytest.raises(click.BadParameter) as error:
+        parse_settings({key: value}, TYPES, "--set")
+    assert error.value.format_message() == f"Invalid value for --set: {message}"
+
+
+def test_file_values_that_fit_are_kept_as_they_are():
+    mapping = {"label": None, "bounds": [1, 5.5], "extra": {"a": [1]}, "rate": np.float64(2.5), "flag": np.True_}
+    assert parse_settings(mapping, TYPES, "--set") == {
+        "label": None, "bounds": (1, 5.5), "extra": {"a": [1]}, "rate": 2.5, "flag": True
+    }  # fmt: skip
+    assert parse_settings({"rate": float("inf")}, TYPES, "--set") == {"rate": float("inf")}
+    # Undeclared keys (a factory's **kwargs): text is read as JSON, other values stay as they are.
+    assert parse_settings({"a": "123", "b": 1.0, "c": None}, None, "--scenario-arg") == {"a": 123, "b": 1.0, "c": None}
 
 
 def test_unknown_keys_and_keys_with_their_own_option_are_refused():

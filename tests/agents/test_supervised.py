@@ -80,3 +80,25 @@ def test_pickled_checkpoints_of_older_versions_are_refused_clearly(tmp_path):
     torch.save({"format": "flexrec-checkpoint-v1", "kind": "flexrec", "settings": {}}, path)
     with pytest.raises(ValueError, match="torch.save .pickle. file, as older FlexRec versions wrote.*train it again"):
         load_agent(path)
+
+
+def test_a_checkpoint_on_other_feature_sizes_is_a_clear_error_naming_both(tmp_path):
+    small = {"need": "interest", "num_candidates": 6, "list_length": 2, "scenario_kwargs": {"latent_dim": 4}}
+    agent = make_agent("supervised", epochs=1).learn(small, 200, seed=0)  # type: ignore[attr-defined]
+    assert agent.feature_sizes()["candidates"] == 15  # latent_dim + categories + 3 = 4 + 8 + 3
+    agent.save(tmp_path / "s.ckpt")
+    again = load_agent(tmp_path / "s.ckpt")
+    assert again.feature_sizes() == agent.feature_sizes()
+    with pytest.raises(ValueError, match="candidates features of size 15, but scenario 'synthetic' gives size 19"):
+        evaluate(again, {"num_candidates": 6, "list_length": 2}, "interest", episodes=1)
+
+
+def test_a_checkpoint_without_feature_sizes_ranks_any_sizes(tmp_path):
+    from agents.checkpoints import load_checkpoint, save_checkpoint
+
+    small = {"need": "interest", "num_candidates": 6, "list_length": 2}
+    make_agent("supervised", epochs=1).learn(small, 200, seed=0).save(tmp_path / "s.ckpt")  # type: ignore[attr-defined]
+    data = load_checkpoint(tmp_path / "s.ckpt", "supervised")
+    del data["feature_sizes"]  # as written before the sizes were recorded
+    save_checkpoint(tmp_path / "old.ckpt", "supervised", data)
+    assert load_agent(tmp_path / "old.ckpt").feature_sizes() == {}
