@@ -141,9 +141,9 @@ def test_cli_evaluates_a_model_zero_shot_without_a_checkpoint(tied_model, tmp_pa
 # Every mistaken setting is a usage error (exit code 2) naming the value and what is allowed, with no traceback.
 
 BAD_INPUTS = [
-    (["train", "--set", "requests_per_batch=true"], ["requests_per_batch=True", "an integer"]),
+    (["train", "--set", "requests_per_batch=true"], ["requests_per_batch='true'", "an integer"]),
     (["train", "--set", "learning_rate=fast"], ["learning_rate='fast'", "allowed: a number"]),
-    (["train", "--set", "group_size=2.5"], ["group_size=2.5", "an integer"]),
+    (["train", "--set", "group_size=2.5"], ["group_size='2.5'", "an integer"]),
     (["train", "--set", "group_size=1"], ["group_size=1", ">= 2"]),
     (["train", "--set", "advantage=grpo"], ["advantage='grpo'", "'list', 'swap', 'flexrec'"]),
     (["train", "--set", "bogus=1"], ["'bogus'", "'advantage', 'clip'"]),
