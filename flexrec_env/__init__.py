@@ -4,13 +4,15 @@
 
     env = gym.make("FlexRec-v0", need="trending")
     envs = gym.make_vec("FlexRec-v0", num_envs=256, need=["interest", "niche"])
+
+and ``FlexRecSession-v0`` (sessions of several requests whose need may shift, :mod:`flexrec_env.session_env`).
 """
 
 from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-from flexrec_env.config import INVALID_ACTION_PENALTY, EnvConfig, resolve_scenario
+from flexrec_env.config import INVALID_ACTION_PENALTY, EnvConfig, SessionConfig, resolve_scenario
 from flexrec_env.env import FlexRecEnv
 from flexrec_env.feedback import FeedbackConfig
 from flexrec_env.needs import (
@@ -23,6 +25,7 @@ from flexrec_env.needs import (
     registered_needs,
     training_needs,
 )
+from flexrec_env.session_env import FlexRecSessionEnv, FlexRecSessionVectorEnv
 from flexrec_env.vector_env import FlexRecVectorEnv
 
 __all__ = [
@@ -30,6 +33,8 @@ __all__ = [
     "EnvConfig",
     "FeedbackConfig",
     "FlexRecEnv",
+    "FlexRecSessionEnv",
+    "FlexRecSessionVectorEnv",
     "FlexRecVectorEnv",
     "Need",
     "all_of",
@@ -38,16 +43,16 @@ __all__ = [
     "held_out_needs",
     "register_need",
     "registered_needs",
+    "SessionConfig",
     "resolve_scenario",
     "training_needs",
 ]
 
 __version__ = "0.1.0"
 
-if "FlexRec-v0" not in registry:
-    register(
-        id="FlexRec-v0",
-        entry_point="flexrec_env.env:FlexRecEnv",
-        vector_entry_point="flexrec_env.vector_env:FlexRecVectorEnv",
-        disable_env_checker=False,
-    )
+for env_id, single, vector in (
+    ("FlexRec-v0", "flexrec_env.env:FlexRecEnv", "flexrec_env.vector_env:FlexRecVectorEnv"),
+    ("FlexRecSession-v0", "flexrec_env.session_env:FlexRecSessionEnv", "flexrec_env.session_env:FlexRecSessionVectorEnv"),
+):
+    if env_id not in registry:
+        register(id=env_id, entry_point=single, vector_entry_point=vector, disable_env_checker=False)
