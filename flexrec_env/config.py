@@ -174,6 +174,11 @@ class SessionConfig:
                 )
 
     @staticmethod
+    def given(kwargs: Mapping[str, Any]) -> bool:
+        """Whether ``kwargs`` hold a session argument: the arguments of a ``FlexRecSession-v0`` env, not FlexRec-v0."""
+        return any(key in SessionConfig.__dataclass_fields__ for key in kwargs)
+
+    @staticmethod
     def split(kwargs: Mapping[str, Any]) -> tuple[SessionConfig, dict[str, Any]]:
         """The session arguments among ``kwargs`` as a config, and the rest (``EnvConfig``'s)."""
         names = set(SessionConfig.__dataclass_fields__)

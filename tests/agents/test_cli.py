@@ -393,3 +393,28 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_ends_where_a_straight_run_does(tmp
     assert all(torch.equal(first[key], second[key]) for key in first)
     result = runner.invoke(main, ["train", "--resume", str(out)])
     assert result.exit_code == 2 and "not a training checkpoint" in result.output
+
+
+def test_cli_trains_flexrec_on_sessions_and_evaluates_sessions(tmp_path):
+    """``--env session``: training ranks the sessions' requests; evaluate reproduces the session table."""
+    runner = CliRunner()
+    out = tmp_path / "s.ckpt"
+    env = ["--env", "session", "--need", "trending,niche", "--env-arg", "session_length=3", "--env-arg", "num_candidates=8"]
+    env += ["--env-arg", "list_length=4", "--env-arg", "stay_probability=0.2"]
+    args = ["train", *env, "--steps", "640", "--episodes", "6", "--logdir", str(tmp_path), "--out", str(out)]
+    args += ["--set", "requests_per_batch=4", "--set", "eval_every=0", "--set", "dim=16"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    trained_line = next(line for line in result.output.splitlines() if line.startswith("flexrec"))
+    assert "after switch" in result.output
+    again = ["evaluate", "--checkpoint", str(out), *env, "--episodes", "6", "--seed", "1000000"]
+    result = runner.invoke(main, again)
+    assert result.exit_code == 0, result.output
+    assert next(line for line in result.output.splitlines() if line.startswith("flexrec")) == trained_line
+    result = runner.invoke(
+        main, ["evaluate", "--agent", "popularity", *env, "--episodes", "4", "--out", str(tmp_path / "p.json")]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "p.json").read_text())["sessions"] == 4
+    result = runner.invoke(main, ["evaluate", "--agent", "popularity", "--env-arg", "session_length=3"])
+    assert result.exit_code != 0 and "session_length" in result.output  # a session argument needs --env session
