@@ -142,9 +142,9 @@ class SessionConfig:
     need_transition: tuple[tuple[float, ...], ...] | None = None
     """An explicit M x M need-transition matrix (row i: the next need's probabilities after need i, needs in the
     order of ``need``; rows sum to 1); replaces ``stay_probability``."""
-    need_schedule: tuple[str, ...] | None = None
-    """The need of each request, in order (R need names): a fixed schedule instead of the random process. The env's
-    needs are then the schedule's, and ``need`` is not used."""
+    need_schedule: tuple[str, ...] | str | None = None
+    """The need of each request, in order (R need names, or one comma-separated string of them): a fixed schedule
+    instead of the random process. The env's needs are then the schedule's, and ``need`` is not used."""
     announce_switch: bool = True
     """State a switch in the instruction (``"Now, <instruction>"``); False: the new need's instruction alone."""
     fatigue: float = 0.0
