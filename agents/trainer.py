@@ -7,9 +7,12 @@ One iteration:
    G envs of its group. With a critic and ``critic_prior``, the critic's expected gain per candidate becomes the
    policy's prior (:class:`~agents.policy.RankingPolicy`): the policy starts as the critic's ranking. The policy
    samples G rankings per request (:meth:`~agents.policy.RankingPolicy.sample`) and the env is stepped K times with
-   them; the last step's info carries, per ranking, the exact swap rewards, the list reward, and the reward labels
-   with their mask, all computed from the *feedback* (sparse, noisy) unless the env was made with
-   ``reward_labels="true"``. The true metrics in the info are logged, never trained on.
+   them (with session arguments, a :class:`~flexrec_env.session_env.FlexRecSessionVectorEnv` of B sessions in groups
+   of G: each iteration ranks the sessions' next request, with its need and instruction, and a new batch of sessions
+   is drawn when they end; a resumed run starts new sessions). The last step's info carries, per ranking, the exact
+   swap rewards, the list reward, and the reward labels with their mask, all computed from the *feedback* (sparse,
+   noisy) unless the env was made with ``reward_labels="true"``. The true metrics in the info are logged, never
+   trained on.
 2. **Advantages** (:mod:`agents.advantages`, looked up by name in ``ESTIMATORS``): ``list`` (GRPO), ``swap``, or
    ``flexrec``, which completes the unobserved labels with the critic (:mod:`agents.critic`, ``completion``) and
    weights each position by the critic's confidence (``weight``). The critic's calibration is measured on this
@@ -60,6 +63,8 @@ from agents.critic import (
 from agents.policy import RankingInputs, RankingPolicy
 from agents.progress import Progress
 from agents.resume import StopRequest, TrainingInterrupted
+from flexrec_env.config import SessionConfig
+from flexrec_env.session_env import FlexRecSessionVectorEnv
 from flexrec_env.swap import swap_rewards_generic
 from flexrec_env.vector_env import FlexRecVectorEnv
 from scenarios.settings import check_fields, check_value
@@ -210,7 +215,9 @@ class FlexRecTrainer:
         # a policy may leave a parameter unused in an update (the prior weight without a prior)
         ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
-        self.env = FlexRecVectorEnv(
+        # Session arguments (FlexRecSession-v0): each iteration ranks one request of B sessions (see collect).
+        env_class = FlexRecSessionVectorEnv if SessionConfig.given(env_kwargs) else FlexRecVectorEnv
+        self.env = env_class(
             num_envs=c.requests_per_batch * c.group_size,
             group_size=c.group_size,
             autoreset_mode="Disabled",
@@ -234,6 +241,8 @@ class FlexRecTrainer:
         self.list_level = {need.name: need.is_list_level for need in self.env.needs}
         self.evaluate = evaluate
         self.steps, self.iteration = 0, 0
+        self._next_request: dict[str, NDArray] | None = None
+        self._categories: NDArray[np.int64] | None = None
         self.next_eval = c.eval_every or math.inf
         self.history: list[dict[str, float]] = []
         """The logged rows so far (see :meth:`train`)."""
@@ -300,9 +309,13 @@ class FlexRecTrainer:
     def collect(self) -> Batch:
         """Reset the groups, sample G rankings per request, step the env with them, and compute the advantages."""
         g = self.config.group_size
-        observation, _ = self.env.reset(seed=self.seed if self.iteration == 0 else None)
+        observation = self._next_request
+        if observation is None:
+            observation, _ = self.env.reset(seed=self.seed if self.iteration == 0 else None)
         firsts = np.arange(0, self.env.num_envs, g)
         policy = self.unwrapped_policy
+        # (B, N) categories of the requests ranked now (in a session, the env moves on to the next request with the last step)
+        self._categories = np.stack([r.category for r in self.env.requests(firsts)]) if any(self.list_level.values()) else None
         requests = self.env.requests(firsts) if policy.reads_text else None
         inputs = RankingInputs.from_observation({k: v[firsts] for k, v in observation.items()}, requests, self.accelerator.device)
         features, probs = None, None
@@ -319,10 +332,13 @@ class FlexRecTrainer:
         actions = rollout.rankings.reshape(self.env.num_envs, self.k).cpu().numpy()
         info: dict[str, Any] = {}
         for t in range(self.k):
-            _, _, terminated, _, info = self.env.step(actions[:, t])
-        assert terminated.all(), "every ranking finishes after K valid placements"
+            observation, _, terminated, _, info = self.env.step(actions[:, t])
+        assert info["_ranking"].all(), "every ranking finishes after K valid placements"
+        assert terminated.all() or not terminated.any(), "all sessions move in step"
+        self._next_request = None if terminated.all() else observation  # a session's next request, ranked next time
         self.steps += self.env.num_envs * self.k * self.accelerator.num_processes
         advantages, stats = self.advantages(features, probs, actions.reshape(-1, g, self.k), info)
+        self._categories = None
         stats["reward/list"] = float(info["list_reward"].mean())
         stats["reward/swap_mean"] = float(info["swap_rewards"].mean())
         stats["train/true_NDCG@5"] = float(info["metrics"]["NDCG@5"].mean())  # logged only, never trained on
@@ -393,7 +409,9 @@ class FlexRecTrainer:
         if not any(len(rows) for rows in rows_of.values()):
             return
         b, g, k = rankings.shape
-        categories = np.stack([r.category for r in self.env.requests(np.arange(0, b * g, g))])  # (B, N)
+        categories = self._categories  # (B, N), of the requests collect ranked
+        if categories is None:  # called outside collect: the env's current requests
+            categories = np.stack([r.category for r in self.env.requests(np.arange(0, b * g, g))])
         metrics = {need.name: need.metric for need in self.env.needs}
         for name, rows in rows_of.items():
             if not len(rows):

@@ -128,3 +128,84 @@ def resolve(config: EnvConfig) -> tuple[Scenario, tuple[Need, ...]]:
     scenario = resolve_scenario(config.scenario, config.scenario_kwargs, config.split)
     check_sizes(config, scenario)
     return scenario, resolve_needs(config.need)
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """The session arguments of ``gym.make("FlexRecSession-v0", ...)``; every other argument is :class:`EnvConfig`'s."""
+
+    session_length: int = 4
+    """R, the requests of a session (one user); an episode is R lists of K positions."""
+    stay_probability: float = 0.5
+    """Probability that the need stays from one request to the next; otherwise it switches uniformly to one of the
+    other M - 1 needs: the need-transition matrix ``s I + (1 - s) / (M - 1) (J - I)`` over the env's M needs."""
+    need_transition: tuple[tuple[float, ...], ...] | None = None
+    """An explicit M x M need-transition matrix (row i: the next need's probabilities after need i, needs in the
+    order of ``need``; rows sum to 1); replaces ``stay_probability``."""
+    need_schedule: tuple[str, ...] | str | None = None
+    """The need of each request, in order (R need names, or one comma-separated string of them): a fixed schedule
+    instead of the random process. The env's needs are then the schedule's, and ``need`` is not used."""
+    announce_switch: bool = True
+    """State a switch in the instruction (``"Now, <instruction>"``); False: the new need's instruction alone."""
+    fatigue: float = 0.0
+    """The user's feedback thins over a session: at request r (0-based) a candidate's label is observed with
+    probability ``observe_prob * (1 - fatigue)**r``; 0 (default) is no fatigue."""
+
+    def __post_init__(self) -> None:
+        schedule, matrix = self.need_schedule, self.need_transition
+        if isinstance(schedule, str):  # "a,b,c" as on a command line
+            schedule = tuple(s.strip() for s in schedule.split(",") if s.strip())
+        if isinstance(matrix, (list, tuple)) and all(isinstance(row, (list, tuple)) for row in matrix):
+            matrix = tuple(tuple(row) for row in matrix)
+        object.__setattr__(self, "need_schedule", tuple(schedule) if isinstance(schedule, list) else schedule)
+        object.__setattr__(self, "need_transition", matrix)
+        check_fields(self, {"session_length": ">= 1", "stay_probability": "[0, 1]", "fatigue": "[0, 1)"})
+        if self.need_schedule is not None and len(self.need_schedule) != self.session_length:
+            raise ValueError(
+                f"need_schedule={list(self.need_schedule)} has {len(self.need_schedule)} needs; allowed: one need per "
+                f"request, {self.session_length} (session_length)"
+            )
+        if self.need_transition is not None:
+            matrix = self.need_transition
+            square = all(len(row) == len(matrix) for row in matrix) and len(matrix) > 0
+            if not square or any(p < 0 for row in matrix for p in row) or any(abs(sum(row) - 1) > 1e-9 for row in matrix):
+                raise ValueError(
+                    f"need_transition={matrix!r}; allowed: a square matrix of non-negative probabilities whose rows sum to 1"
+                )
+
+    @staticmethod
+    def given(kwargs: Mapping[str, Any]) -> bool:
+        """Whether ``kwargs`` hold a session argument: the arguments of a ``FlexRecSession-v0`` env, not FlexRec-v0."""
+        return any(key in SessionConfig.__dataclass_fields__ for key in kwargs)
+
+    @staticmethod
+    def split(kwargs: Mapping[str, Any]) -> tuple[SessionConfig, dict[str, Any]]:
+        """The session arguments among ``kwargs`` as a config, and the rest (``EnvConfig``'s)."""
+        names = set(SessionConfig.__dataclass_fields__)
+        return SessionConfig(**{k: v for k, v in kwargs.items() if k in names}), {
+            k: v for k, v in kwargs.items() if k not in names
+        }
+
+
+def resolve_session(config: EnvConfig, session: SessionConfig) -> tuple[Scenario, tuple[Need, ...]]:
+    """:func:`resolve` for a session env: the scenario, its size and the needs.
+
+    A session's R requests are dealt from one draw of R x N candidates, so the scenario must supply that many; the
+    needs are the schedule's when there is one.
+    """
+    scenario, needs = resolve(config)
+    total, limit = session.session_length * config.num_candidates, scenario.max_candidates()
+    if total > limit:
+        raise ValueError(
+            f"session_length * num_candidates = {total}; allowed: at most {limit} for {scenario!r} (a session's requests "
+            "share no candidate); lower session_length or num_candidates"
+        )
+    if session.need_schedule is not None:
+        scheduled = resolve_needs(list(session.need_schedule))
+        needs = tuple(n for i, n in enumerate(scheduled) if not any(n is m for m in scheduled[:i]))
+    if session.need_transition is not None and len(session.need_transition) != len(needs):
+        raise ValueError(
+            f"need_transition is {len(session.need_transition)} x {len(session.need_transition)}; allowed: "
+            f"{len(needs)} x {len(needs)}, one row and column per need of {[n.name for n in needs]}"
+        )
+    return scenario, needs

@@ -93,8 +93,12 @@ class EpisodeNoise:
 
 def draw_noise(rng: np.random.Generator, num: int, config: EnvConfig, scenario: Scenario) -> EpisodeNoise:
     """Draw the material of ``num`` episodes: the requests, then all uniforms in one call."""
-    n, k = config.num_candidates, config.list_length
-    requests = scenario.sample_requests(rng, num, n)
+    return episode_noise(scenario.sample_requests(rng, num, config.num_candidates), rng, config)
+
+
+def episode_noise(requests: RequestBatch, rng: np.random.Generator, config: EnvConfig) -> EpisodeNoise:
+    """The material of one episode per request of ``requests``: their uniforms drawn in one call."""
+    num, n, k = len(requests), config.num_candidates, config.list_length
     u = rng.random((num, 2 + 3 * n + k))
     return EpisodeNoise(
         requests=requests,
@@ -217,11 +221,14 @@ def materialise(noise: EpisodeNoise, needs: tuple[Need, ...], config: EnvConfig,
 class EpisodeStreams:
     """The episodes of B generators (env i draws from ``rngs[i]``), served for many envs at once.
 
-    Each generator's episodes are drawn in blocks of ``block_size`` (:func:`draw_noise`), so env i's episodes depend
+    Each generator's episodes are drawn in blocks of ``block_size`` (:meth:`draw`), so env i's episodes depend
     on its generator only. The blocks of all envs sit in one stacked :class:`EpisodeNoise` (env i's at rows
     ``[i * block_size, (i + 1) * block_size)``): episodes for many envs are then one gather and one
-    :func:`materialise`, and only the drawing of a new block loops over generators.
+    :func:`materialise`, and only the drawing of a new block loops over generators. An episode may span
+    ``episode_rows`` consecutive rows of material (a session's requests, :mod:`flexrec_env.session`).
     """
+
+    episode_rows = 1
 
     def __init__(
         self, rngs: Sequence[np.random.Generator], config: EnvConfig, scenario: Scenario, block_size: int = BLOCK_SIZE
@@ -239,20 +246,27 @@ class EpisodeStreams:
         # The first draw fills every env's block: env j's first block is the same whenever it is drawn.
         self.refill(np.arange(len(self.rngs)) if self.noise is None else envs[self.cursor[envs] >= self.block_size])
         assert self.noise is not None
-        rows = envs * self.block_size + self.cursor[envs]
+        rows = envs * self.block_size + self.cursor[envs]  # (E,), episodes
         self.cursor[envs] += 1
+        if self.episode_rows > 1:
+            rows = (rows[:, None] * self.episode_rows + np.arange(self.episode_rows)).ravel()  # (E * R,)
         return self.noise.take(rows)
+
+    def draw(self, rng: np.random.Generator, num: int) -> EpisodeNoise:
+        """The material of ``num`` episodes from ``rng`` (``num * episode_rows`` rows)."""
+        return draw_noise(rng, num, self.config, self.scenario)
 
     def refill(self, envs: NDArray[np.int64]) -> None:
         """Draw a new block for each env in ``envs`` from its own generator."""
         if not len(envs):
             return
-        blocks = [draw_noise(self.rngs[i], self.block_size, self.config, self.scenario) for i in envs]
+        blocks = [self.draw(self.rngs[i], self.block_size) for i in envs]
         if len(envs) == len(self.rngs):  # all envs, in order: into the old blocks' memory (nothing else holds it)
             self.noise = EpisodeNoise.concatenate(blocks, out=self.noise)
         else:
             assert self.noise is not None
-            rows = (envs[:, None] * self.block_size + np.arange(self.block_size)).ravel()
+            size = self.block_size * self.episode_rows
+            rows = (envs[:, None] * size + np.arange(size)).ravel()
             self.noise = self.noise.assign(rows, EpisodeNoise.concatenate(blocks))
         self.cursor[envs] = 0
 
@@ -609,6 +623,11 @@ class RankingCore:
         if level.any():
             values[level] = list_metric(ep, rows[level], self.ranking[rows[level]], self.config.k)
         return values
+
+    def list_infos(self, terminated: NDArray[np.bool_]) -> list[tuple[NDArray[np.int64], dict[str, Any]]]:
+        """``(rows, info)`` of the lists the last step finished: here the terminated episodes, with their final info."""
+        completed = np.flatnonzero(terminated)
+        return [(completed, self.final_info(completed))] if len(completed) else []
 
     def final_info(self, rows: NDArray[np.int64]) -> dict[str, Any]:
         assert self.episodes is not None

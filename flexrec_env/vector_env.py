@@ -103,11 +103,11 @@ class FlexRecVectorEnv(VectorEnv):
         seeds = self._seeds(seed)
         super().reset(seed=seed if isinstance(seed, int) else None)
         if not self.shared_rng and (seed is not None or self._streams is None):
-            self._streams = EpisodeStreams([seeding.np_random(s)[0] for s in seeds], self.config, self.scenario)
+            self._streams = self._new_streams([seeding.np_random(s)[0] for s in seeds])
         mask = None if options is None else options.get("reset_mask")
         rows = self._all_rows if mask is None else np.flatnonzero(np.asarray(mask, dtype=bool))
-        needs = episode_needs(self._needs, options, allowed=("need", "reset_mask"))
-        self._core.load(self._draw(rows, needs), rows)
+        needs = self._episode_needs(options)
+        self._start(rows, needs)
         self._autoreset[rows] = False
         return self._core.observation(self.copy), self._reset_info(rows, {})
 
@@ -129,9 +129,8 @@ class FlexRecVectorEnv(VectorEnv):
         infos: dict[str, Any] = {}
         step_info["action_mask"] = 1 - self._core.placed.astype(np.int8)
         add_rows(infos, {key: value[stepped] for key, value in step_info.items()}, stepped, self.num_envs)
-        completed = np.flatnonzero(terminated)  # a truncated episode has no list to score, as in the single env
-        if len(completed):
-            add_rows(infos, self._core.final_info(completed), completed, self.num_envs)
+        for completed, values in self._core.list_infos(terminated):  # a truncated episode has no list to score
+            add_rows(infos, values, completed, self.num_envs)
         if self.config.expose_truth:
             add_rows(infos, {"relevance": self._core.episodes.relevance[stepped]}, stepped, self.num_envs)
 
@@ -143,13 +142,13 @@ class FlexRecVectorEnv(VectorEnv):
             final_info = {"final_obs": final_obs, "_final_obs": done.copy()}
             final_info["final_info"] = _rows_view(infos, finished, self.num_envs)
             final_info["_final_info"] = done.copy()
-            self._core.load(self._draw(finished, self._needs), finished)
+            self._start(finished, self._needs)
             infos = self._reset_info(finished, _without_rows(infos, finished))
             infos.update(final_info)
             self._autoreset[:] = False
         else:
             if len(to_reset):
-                self._core.load(self._draw(to_reset, self._needs), to_reset)
+                self._start(to_reset, self._needs)
                 infos = self._reset_info(to_reset, infos)
                 rewards[to_reset], terminated[to_reset], truncated[to_reset] = 0.0, False, False
             self._autoreset = done
@@ -185,14 +184,27 @@ class FlexRecVectorEnv(VectorEnv):
             raise ValueError(f"got {len(seed)} seeds for {self.num_envs} envs; allowed: an int, None or one seed per env")
         return list(seed)
 
-    def _draw(self, rows: NDArray[np.int64], needs: tuple[Need, ...]) -> EpisodeBatch:
+    def _new_streams(self, rngs: list[np.random.Generator]) -> EpisodeStreams:
+        return EpisodeStreams(rngs, self.config, self.scenario)
+
+    def _episode_needs(self, options: dict[str, Any] | None) -> tuple[Need, ...]:
+        return episode_needs(self._needs, options, allowed=("need", "reset_mask"))
+
+    def _start(self, rows: NDArray[np.int64], needs: tuple[Need, ...]) -> None:
+        """Start new episodes in ``rows`` (one per group, repeated over it)."""
+        firsts, expand = self._group_firsts(rows)
+        episodes = self._draw_one_per(firsts, needs)
+        self._core.load(episodes if expand is None else episodes.take(expand), rows)
+
+    def _group_firsts(self, rows: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64] | None]:
+        """The rows that draw (each group's first) and the index that repeats their draws over ``rows`` (None: all)."""
         g = self.group_size
-        if g > 1:
-            firsts = rows[::g]
-            if len(rows) % g or not np.array_equal(rows, (firsts[:, None] + np.arange(g)).ravel()) or (firsts % g).any():
-                raise ValueError(f"reset rows {rows.tolist()} split a group; allowed: whole groups of {g} consecutive envs")
-            return self._draw_one_per(firsts, needs).take(np.repeat(np.arange(len(firsts)), g))
-        return self._draw_one_per(rows, needs)
+        if g == 1:
+            return rows, None
+        firsts = rows[::g]
+        if len(rows) % g or not np.array_equal(rows, (firsts[:, None] + np.arange(g)).ravel()) or (firsts % g).any():
+            raise ValueError(f"reset rows {rows.tolist()} split a group; allowed: whole groups of {g} consecutive envs")
+        return firsts, np.repeat(np.arange(len(firsts)), g)
 
     def _draw_one_per(self, rows: NDArray[np.int64], needs: tuple[Need, ...]) -> EpisodeBatch:
         if self.shared_rng:
@@ -217,17 +229,22 @@ class FlexRecVectorEnv(VectorEnv):
 
     def _reset_info(self, rows: NDArray[np.int64], infos: dict[str, Any]) -> dict[str, Any]:
         """Reset infos of ``rows``, added to ``infos`` (as a single env's reset info would be)."""
-        episodes = self._core.episodes
-        assert episodes is not None
-        reset_info: dict[str, Any] = {
-            "action_mask": 1 - self._core.placed[rows].astype(np.int8),
-            "position": np.zeros(len(rows), dtype=np.int64),
-            "need": episodes.need_names(rows),
-            "instruction": episodes.instructions(rows),
-        }
-        if self.config.expose_truth:
-            reset_info["relevance"] = episodes.relevance[rows]
-        return add_rows(infos, reset_info, rows, self.num_envs)
+        return add_rows(infos, reset_values(self._core, rows), rows, self.num_envs)
+
+
+def reset_values(core: RankingCore, rows: NDArray[np.int64]) -> dict[str, Any]:
+    """The reset info of ``rows`` of ``core`` (first axis = ``rows``): what a single env's reset returns."""
+    episodes = core.episodes
+    assert episodes is not None
+    values: dict[str, Any] = {
+        "action_mask": 1 - core.placed[rows].astype(np.int8),
+        "position": np.zeros(len(rows), dtype=np.int64),
+        "need": episodes.need_names(rows),
+        "instruction": episodes.instructions(rows),
+    }
+    if core.config.expose_truth:
+        values["relevance"] = episodes.relevance[rows]
+    return values
 
 
 # ----------------------------------------------------------------------------------------------------------------

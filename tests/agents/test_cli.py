@@ -452,3 +452,28 @@ def test_out_under_a_file_is_refused_before_any_work(tmp_path, command, monkeypa
     result = CliRunner().invoke(main, [*args, "--agent", "random"] if command == "evaluate" else args)
     assert result.exit_code == 2, result.output
     assert "cannot be created:" in result.output and "is a file, not a folder" in result.output
+
+
+def test_cli_trains_flexrec_on_sessions_and_evaluates_sessions(tmp_path):
+    """``--env session``: training ranks the sessions' requests; evaluate reproduces the session table."""
+    runner = CliRunner()
+    out = tmp_path / "s.ckpt"
+    env = ["--env", "session", "--need", "trending,niche", "--env-arg", "session_length=3", "--env-arg", "num_candidates=8"]
+    env += ["--env-arg", "list_length=4", "--env-arg", "stay_probability=0.2"]
+    args = ["train", *env, "--steps", "640", "--episodes", "6", "--logdir", str(tmp_path), "--out", str(out)]
+    args += ["--set", "requests_per_batch=4", "--set", "eval_every=0", "--set", "dim=16"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    trained_line = next(line for line in result.output.splitlines() if line.startswith("flexrec"))
+    assert "after switch" in result.output
+    again = ["evaluate", "--checkpoint", str(out), *env, "--episodes", "6", "--seed", "1000000"]
+    result = runner.invoke(main, again)
+    assert result.exit_code == 0, result.output
+    assert next(line for line in result.output.splitlines() if line.startswith("flexrec")) == trained_line
+    result = runner.invoke(
+        main, ["evaluate", "--agent", "popularity", *env, "--episodes", "4", "--out", str(tmp_path / "p.json")]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "p.json").read_text())["sessions"] == 4
+    result = runner.invoke(main, ["evaluate", "--agent", "popularity", "--env-arg", "session_length=3"])
+    assert result.exit_code != 0 and "session_length" in result.output  # a session argument needs --env session

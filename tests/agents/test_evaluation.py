@@ -11,7 +11,7 @@ import pytest
 
 from agents.base import TRAINING_EVAL_SEED, Agent, TrainableAgent, play_episode
 from agents.baselines import NeedAwareHeuristic, OracleAgent, PopularityAgent, RandomAgent
-from agents.evaluation import Evaluation, evaluate, format_ci, mean_ci
+from agents.evaluation import Evaluation, SessionEvaluation, evaluate, evaluate_sessions, format_ci, mean_ci
 from agents.registry import AGENTS, make_agent
 
 SMALL = {"num_candidates": 10, "list_length": 5}
@@ -159,3 +159,24 @@ def test_registry_builds_every_non_trainable_agent():
         make_agent("lightgcn")
     with pytest.raises(ValueError, match="bad settings"):
         make_agent("need-aware", temperature=3)
+
+
+def test_session_evaluation_pools_requests_by_place():
+    result = SessionEvaluation(agent="x")
+    result.add([0.1, 0.2, 0.3], [False, True, False])
+    result.add([0.5, 0.6, 0.7], [False, False, True])
+    assert result.values == {
+        "all requests": [0.1, 0.2, 0.3, 0.5, 0.6, 0.7],
+        "first request": [0.1, 0.5],
+        "after switch": [0.2, 0.7],
+        "no switch": [0.3, 0.6],
+    }
+    assert result.summary()["after switch"]["mean"] == pytest.approx(0.45) and result.sessions == 2
+
+
+def test_need_aware_follows_a_switch_better_than_popularity():
+    env_kwargs = {"need_schedule": ["trending", "niche", "niche"], "session_length": 3, "num_candidates": 10, "list_length": 5}
+    aware = evaluate_sessions(make_agent("need-aware"), env_kwargs, sessions=30)
+    blind = evaluate_sessions(make_agent("popularity"), env_kwargs, sessions=30)
+    assert len(aware.values["after switch"]) == 30  # request 1 of each session, the switch to niche
+    assert np.mean(aware.values["after switch"]) > np.mean(blind.values["after switch"]) + 0.2

@@ -19,9 +19,9 @@ TINY = {"requests_per_batch": 4, "group_size": 4, "minibatch_requests": 2, "epoc
 
 
 def dims_fit(env_kwargs=SMALL) -> tuple[int, int, int]:
-    from flexrec_env import FlexRecVectorEnv
+    from flexrec_env import FlexRecVectorEnv, SessionConfig
 
-    space = FlexRecVectorEnv(1, **env_kwargs).single_observation_space
+    space = FlexRecVectorEnv(1, **SessionConfig.split(env_kwargs)[1]).single_observation_space
     return space["candidates"].shape[-1], space["user"].shape[0], space["need"].shape[0]
 
 
@@ -233,3 +233,18 @@ def test_ctrl_c_stops_at_the_end_of_the_iteration_with_a_checkpoint_that_resumes
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is removed again
     monkeypatch.setattr(FlexRecTrainer, "iterate", iterate)
     same_run(straight, load_agent(path).resume())
+
+
+def test_session_training_ranks_every_request_of_a_session():
+    """With session arguments each collect ranks the sessions' next request; a new batch is drawn after the last."""
+    from flexrec_env import FlexRecSessionVectorEnv
+
+    session = {**SMALL, "need": ["interest", "trending", "diverse"], "session_length": 3}
+    t = make_trainer(session, advantage="flexrec")
+    assert isinstance(t.env, FlexRecSessionVectorEnv)
+    for after in (1, 2, 2, 1):  # the index the sessions are at after each collect (the last request ends a session)
+        batch = t.collect()
+        assert batch.rankings.shape == (4, 4, 4)
+        assert (t.env._session_core.request_index == after).all()
+        t.update(batch)
+    assert t.steps == 4 * 16 * 4

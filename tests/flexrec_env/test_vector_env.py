@@ -50,25 +50,27 @@ def random_actions(rng, obs, config):
     return np.array([rng.choice(np.flatnonzero(mask)) for mask in obs["action_mask"]])
 
 
-@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED])
-@pytest.mark.parametrize("config", CONFIGS)
-def test_native_vector_env_equals_sync_vector_env(mode, config):
+def compare_with_sync(env_id, config, mode, seed=7, check=None):
+    """Step the native vector env of ``env_id`` and SyncVectorEnv over its single envs with the same random actions.
+
+    ``config`` may hold ``steps`` (default 35); ``check(sync, native)`` runs after every step.
+    """
     config = dict(config)
     steps, num_envs = config.pop("steps", 35), 3
-    sync = gym.make_vec(
-        "FlexRec-v0", num_envs=num_envs, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode}, **config
-    )
-    native = gym.make_vec("FlexRec-v0", num_envs=num_envs, autoreset_mode=mode, **config)
-    assert isinstance(native.unwrapped, FlexRecVectorEnv) and native.metadata["autoreset_mode"] == mode
-    obs, info = sync.reset(seed=7)
-    assert_same(obs, native.reset(seed=7)[0], "reset obs")
-    assert_same(info, native.reset(seed=7)[1], "reset info")
+    sync = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode}, **config)
+    native = gym.make_vec(env_id, num_envs=num_envs, autoreset_mode=mode, **config)
+    assert native.metadata["autoreset_mode"] == mode
+    obs, info = sync.reset(seed=seed)
+    assert_same(obs, native.reset(seed=seed)[0], "reset obs")
+    assert_same(info, native.reset(seed=seed)[1], "reset info")
     rng = np.random.default_rng(0)
     for step in range(steps):  # several episodes, autoresets included
         actions = random_actions(rng, obs, config)
         expected, got = sync.step(actions), native.step(actions)
         for name, a, b in zip(("obs", "reward", "terminated", "truncated", "info"), expected, got, strict=True):
             assert_same(a, b, f"step {step} {name}")
+        if check is not None:
+            check(sync, native)
         obs = expected[0]
         done = expected[2] | expected[3]
         if mode == AutoresetMode.DISABLED and done.any():  # the caller resets finished envs
@@ -76,6 +78,14 @@ def test_native_vector_env_equals_sync_vector_env(mode, config):
             for name, a, b in zip(("obs", "info"), expected, got, strict=True):
                 assert_same(a, b, f"step {step} reset {name}")
             obs = expected[0]
+    return native
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED])
+@pytest.mark.parametrize("config", CONFIGS)
+def test_native_vector_env_equals_sync_vector_env(mode, config):
+    native = compare_with_sync("FlexRec-v0", config, mode)
+    assert isinstance(native.unwrapped, FlexRecVectorEnv)
 
 
 def test_shared_rng_is_reproducible_and_valid():
