@@ -36,7 +36,7 @@ import numpy as np
 
 from agents.base import Agent, TrainableAgent, use_threads
 from agents.checkpoints import atomic_write
-from agents.evaluation import REPORTED_METRICS, evaluate, format_ci, mean_ci
+from agents.evaluation import REPORTED_METRICS, SESSION_GROUPS, evaluate, evaluate_sessions, format_ci, mean_ci
 from agents.registry import AGENTS, make_agent
 from agents.statistics import REPS, iqm, paired_comparison, stratified_bootstrap_ci
 from agents.statistics import mean as overall_mean
@@ -106,9 +106,15 @@ class BenchmarkConfig:
     """Evaluation episodes per need and cell."""
     threads: int = 1
     """torch threads of the whole run (:func:`~agents.base.use_threads`): the compact models gain nothing from more."""
+    sessions: int = 0
+    """Sessions of FlexRecSession-v0 (the training needs, switching) each cell's ranker also plays: NDCG@5 on the first
+    request, right after a need switch and where the need stayed (:func:`~agents.evaluation.evaluate_sessions`)."""
+    session_length: int = 4
+    """Requests per session."""
 
     def __post_init__(self) -> None:
-        check_fields(self, {"seeds": ">= 1", "steps": ">= 1", "episodes": ">= 1", "threads": ">= 1"})
+        ranges = {"seeds": ">= 1", "steps": ">= 1", "episodes": ">= 1", "threads": ">= 1", "sessions": ">= 0"}
+        check_fields(self, {**ranges, "session_length": ">= 2"})
         unknown = sorted(set(self.agents) - set(ENTRIES) - set(DERIVED))
         if unknown:
             raise ValueError(f"unknown benchmark agent(s) {unknown}; allowed: {[*ENTRIES, *DERIVED]}")
@@ -166,6 +172,9 @@ def run_cells(source: str, seed: int, config: BenchmarkConfig, rankers: Sequence
             "train_seconds": trained,
             "curve": learning_curve(agent) if entry == source else [],
         }
+        if config.sessions:
+            session_kwargs = {**env_kwargs, "session_length": config.session_length}
+            cells[entry]["sessions"] = evaluate_sessions(ranker, session_kwargs, config.sessions, EVAL_SEED).values
     return cells
 
 
@@ -178,6 +187,7 @@ def cell_settings(name: str, config: BenchmarkConfig) -> dict[str, Any]:
         "agent_settings": settings,
         "steps": config.steps if trainable else None,
         "episodes": config.episodes,
+        "sessions": [config.sessions, config.session_length] if config.sessions else None,
         "env": config.env_kwargs(),
         "eval_seed": EVAL_SEED,
     }
@@ -364,12 +374,13 @@ def ablation_figures(matrices: Matrices, held_out: dict[str, bool], reps: int = 
 
 
 def summarise(cells: Sequence[dict[str, Any]], budget: int | None = None, reps: int = REPS) -> dict[str, Any]:
-    """The report's figures: ``{"metrics", "held_out", "curves", "paired", "aggregate", "ablation", "budget"}``.
+    """The report's figures: ``{"metrics", "held_out", "curves", "paired", "aggregate", "ablation", "budget", "sessions"}``.
 
     ``metrics[agent][need][metric]`` pools the episodes of an agent's seeds (``mean``, ``ci95``, ``n``);
     ``curves`` are the learning curves averaged over seeds; ``paired``, ``aggregate`` and ``ablation`` are the
     figures of :func:`paired_figures`, :func:`aggregate_figures` and :func:`ablation_figures` (``reps`` bootstrap
-    resamples each); ``budget`` is the training budget in environment steps, if known.
+    resamples each); ``budget`` is the training budget in environment steps, if known; ``sessions[agent][group]`` the
+    session figures (NDCG@5 by request group, pooled over seeds), when the cells have them.
     """
     pooled: dict[str, dict[str, dict[str, list[float]]]] = {}
     curves: dict[str, list[list[tuple[int, float]]]] = {}
@@ -393,8 +404,16 @@ def summarise(cells: Sequence[dict[str, Any]], budget: int | None = None, reps: 
     for name, runs in curves.items():
         length = min(len(run) for run in runs)
         mean_curves[name] = [(runs[0][i][0], float(np.mean([run[i][1] for run in runs]))) for i in range(length)]
+    sessions: dict[str, dict[str, list[float]]] = {}
+    for cell in cells:
+        for group, values in cell.get("sessions", {}).items():
+            sessions.setdefault(cell["agent"], {}).setdefault(group, []).extend(values)
     matrices = seed_matrices(cells)
     return {
+        "sessions": {
+            agent: {g: dict(zip(("mean", "ci95"), mean_ci(v), strict=True)) | {"n": len(v)} for g, v in groups.items() if v}
+            for agent, groups in sessions.items()
+        },
         "metrics": metrics,
         "held_out": held_out,
         "curves": mean_curves,
@@ -474,6 +493,19 @@ def paired_tables(report: dict[str, Any]) -> list[str]:
               f"number of seeds and episodes (> or ≈: the upper bound is ≥ 0, {main} is not shown to be worse). "
               "* held out from training.", ""]  # fmt: skip
     return lines
+
+
+def session_tables(report: dict[str, Any]) -> list[str]:
+    """NDCG@5 in sessions by request group: whether an agent follows the need right after it switches."""
+    sessions = report.get("sessions") or {}
+    if not sessions:
+        return []
+    groups = [g for g in SESSION_GROUPS if all(g in figures for figures in sessions.values())]
+    lines = ["### Sessions whose need shifts: NDCG@5 by request", "", f"| agent | {' | '.join(groups)} |"]
+    lines.append(f"|---|{'---|' * len(groups)}")
+    for agent, figures in sessions.items():
+        lines.append(f"| {agent} | {' | '.join(format_ci(figures[g]['mean'], figures[g]['ci95']) for g in groups)} |")
+    return [*lines, "", "FlexRecSession-v0 over the training needs; mean ± 95% CI over requests of all seeds.", ""]
 
 
 def _estimate(entry: dict[str, Any], name: str) -> str:
@@ -577,7 +609,8 @@ def markdown(report: dict[str, Any], metrics: Sequence[str] = REPORTED_METRICS) 
     lines.append("Mean ± 95% CI over all episodes of all seeds, on the true relevance; * held out from training; "
                  "(±x%): relative change over the best baseline of the need (oracle excluded).")  # fmt: skip
     lines.append("")
-    lines += paired_tables(report) + aggregate_tables(report) + ablation_table(report) + curve_table(report)
+    lines += session_tables(report) + paired_tables(report) + aggregate_tables(report) + ablation_table(report)
+    lines += curve_table(report)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

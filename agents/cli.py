@@ -609,6 +609,12 @@ def scenarios() -> None:
 @click.option(
     "--episodes", default=None, type=click.IntRange(min=1), help="Episodes per need and cell [default: 200; quick: 50]."
 )
+@click.option(
+    "--sessions",
+    default=None,
+    type=click.IntRange(min=0),
+    help="Also play this many FlexRecSession-v0 sessions per cell: NDCG@5 right after a need switch [default: 0].",
+)
 @click.option("--quick", is_flag=True, help="A few minutes on a 2-core CPU: 1 seed, short training, fewer episodes.")
 @click.option(
     "--out",
@@ -626,6 +632,7 @@ def benchmark(
     seeds: int | None,
     steps: int | None,
     episodes: int | None,
+    sessions: int | None,
     quick: bool,
     out: Path,
     threads: int | None,
@@ -638,6 +645,7 @@ def benchmark(
       flexrec-agent benchmark --out runs/bench-synthetic
       flexrec-agent benchmark --scenario movietweetings --scenario-arg path=../shared/data/movietweetings-100k
       flexrec-agent benchmark --agents random,need-aware,flexrec --seeds 5
+      flexrec-agent benchmark --agents popularity,need-aware,flexrec --sessions 300
     """
     from agents.benchmark import DEFAULT_AGENTS, BenchmarkConfig, run_benchmark
 
@@ -645,12 +653,12 @@ def benchmark(
     settings: dict[str, Any] = {"scenario": scenario, "scenario_kwargs": env_kwargs["scenario_kwargs"]}
     settings["needs"] = tuple(env_kwargs["need"])
     settings["agents"] = tuple(a.strip() for a in agent_names.split(",") if a.strip()) if agent_names else DEFAULT_AGENTS
-    given = {"seeds": seeds, "steps": steps, "episodes": episodes, "threads": threads}
+    given = {"seeds": seeds, "steps": steps, "episodes": episodes, "threads": threads, "sessions": sessions}
     settings.update({k: v for k, v in given.items() if v is not None})
     try:
         config = BenchmarkConfig.quick(**settings) if quick else BenchmarkConfig(**settings)
     except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--agents/--seeds/--steps/--episodes/--threads") from error
+        raise click.BadParameter(str(error), param_hint="--agents/--seeds/--steps/--episodes/--sessions/--threads") from error
     run_benchmark(config, out, progress=click.echo)
     click.echo((out / "results.md").read_text())
     written = [name for name in ("results.json", "results.md", "needs.png", "learning_curves.png") if (out / name).is_file()]

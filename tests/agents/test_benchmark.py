@@ -36,7 +36,7 @@ def test_minimal_benchmark_writes_table_json_and_plots_and_resumes(tmp_path):
         "flexrec-swap-seed0.json", "flexrec-swap-seed1.json", "need-aware-seed0.json", "random-seed0.json",
     ]  # fmt: skip
     results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results) == {"config", "metrics", "held_out", "curves", "paired", "aggregate", "ablation", "budget"}
+    assert set(results) == {"config", "metrics", "held_out", "curves", "paired", "aggregate", "ablation", "budget", "sessions"}
     needs = {"interest", "fresh+niche", "trending+fresh"}  # the training need, then the held-out ones
     assert set(results["metrics"]["random"]) == needs and results["held_out"]["fresh+niche"] is True
     entry = results["metrics"]["flexrec-swap"]["interest"]["NDCG@5"]
@@ -245,3 +245,16 @@ def test_derived_entries_are_evaluated_from_their_source_run(tmp_path):
     run_benchmark(config, tmp_path, progress=messages.append)
     assert messages[0].startswith("critic seed 0: ") and messages[1] == "flexrec seed 0: done before with the same settings, kept"
     assert json.loads((tmp_path / "cells" / "critic-seed0.json").read_text())["values"] == critic["values"]
+
+
+def test_sessions_report_how_agents_follow_a_need_switch(tmp_path):
+    """With sessions, every cell also plays FlexRecSession-v0; the report has NDCG@5 by request group."""
+    config = BenchmarkConfig(agents=("popularity", "need-aware"), needs=("trending", "niche"), episodes=2, sessions=6)
+    report = run_benchmark(config, tmp_path, progress=lambda message: None)
+    figures = report["sessions"]
+    assert set(figures) == {"popularity", "need-aware"}
+    assert figures["need-aware"]["all requests"]["n"] == 6 * config.session_length
+    assert figures["need-aware"]["first request"]["n"] == 6
+    assert "### Sessions whose need shifts: NDCG@5 by request" in (tmp_path / "results.md").read_text()
+    cell = json.loads((tmp_path / "cells" / "popularity-seed0.json").read_text())
+    assert cell["settings"]["sessions"] == [6, 4] and len(cell["sessions"]["all requests"]) == 24
