@@ -149,6 +149,8 @@ class TrainableAgent(Agent, abc.ABC):
     """Seed of :meth:`learn` when it is called without one (0 if this is ``None`` too)."""
     resumable: ClassVar[bool] = False
     """Whether training writes training checkpoints (``checkpointing``) that :meth:`resume` continues."""
+    trains_on_sessions: ClassVar[bool] = False
+    """Whether :meth:`learn` takes FlexRecSession-v0 arguments (the flexrec agents' trainer ranks sessions' requests)."""
 
     def __init__(self) -> None:
         self.trained_sizes: dict[str, int] = {}
@@ -174,6 +176,14 @@ class TrainableAgent(Agent, abc.ABC):
         stops training (:class:`~agents.resume.TrainingInterrupted` is raised then).
         """
         check_value("total_steps", total_steps, int, ">= 1")
+        from flexrec_env.config import SessionConfig
+
+        if SessionConfig.given(env_kwargs) and not self.trains_on_sessions:
+            raise ValueError(
+                f"the {self.name} agent trains on single requests: drop the session arguments "
+                f"{sorted(set(env_kwargs) & set(SessionConfig.__dataclass_fields__))} (or --env session); the flexrec "
+                "agents train on sessions"
+            )
         if checkpointing is not None and not self.resumable:
             raise ValueError(f"the {self.name} agent cannot checkpoint during training; allowed: checkpointing=None")
         self.eval_history = []

@@ -29,6 +29,7 @@ The scores by agent:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,6 +42,8 @@ from agents.baselines import RandomAgent
 from scenarios.settings import check_fields
 
 Exploration = Literal["softmax", "epsilon-greedy"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,13 @@ class BehaviourConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, {"temperature": "> 0", "epsilon": "[0, 1]"})
+        if (self.exploration == "epsilon-greedy" and self.epsilon == 0) or (
+            self.exploration == "softmax" and self.temperature < 1e-3
+        ):
+            logger.warning(
+                "%s: the behaviour policy all but never explores, so a log of it cannot evaluate another policy off-line",
+                self,
+            )
 
 
 def _ranks_at_once(agent: Agent) -> bool:

@@ -301,18 +301,18 @@ def restoring(path: str | Path, what: str) -> Iterator[None]:
 
 
 def restored_env_kwargs(env_kwargs: Any, path: str | Path) -> dict[str, Any]:
-    """The environment arguments a checkpoint names, checked so that using them imports and calls no code it names.
+    """The environment arguments a saved file (checkpoint, log) names, checked so that using them calls no code it names.
 
     A registered scenario name (built in, or installed by the user as an entry point) is data; a
     ``"package.module:Factory"`` string would import that module and call the factory, so a file may not name one:
     give ``--scenario`` yourself to use such a scenario with a checkpoint.
     """
     if not isinstance(env_kwargs, dict):
-        raise _refuse(Path(path), f"its environment arguments are a {type(env_kwargs).__name__}, not a mapping")
+        raise ValueError(f"{path}: its environment arguments are a {type(env_kwargs).__name__}, not a mapping")
     scenario = env_kwargs.get("scenario", "synthetic")
     if not isinstance(scenario, str) or ":" in scenario:
         raise ValueError(
-            f"{path} names the scenario {scenario!r}: a checkpoint may name only a registered scenario (loading a "
+            f"{path} names the scenario {scenario!r}: a saved file may name only a registered scenario (using a "
             "'package.module:Factory' would import and call it); pass --scenario (and --scenario-arg) yourself"
         )
     return dict(env_kwargs)

@@ -224,7 +224,7 @@ def completed_gains(
     mean: NDArray,
     var: NDArray,
     completion: Completion = "impute",
-    observe_prob: float = 1.0,
+    observe_prob: float | NDArray[np.float64] = 1.0,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Gains and their variances ``(B, N)`` that stand in for the feedback's (see the module docstring).
 
@@ -234,8 +234,8 @@ def completed_gains(
     observed_gain = np.exp2(np.asarray(labels, dtype=np.float64)) - 1.0
     if completion == "impute":
         return np.where(observed, observed_gain, mean), np.where(observed, 0.0, var)
-    if completion == "dr":
-        if not 0.0 < observe_prob <= 1.0:
+    if completion == "dr":  # observe_prob: a float, or one per row (B, 1) where it differs (a session's fatigue)
+        if not np.all((np.asarray(observe_prob) > 0.0) & (np.asarray(observe_prob) <= 1.0)):
             raise ValueError(f"observe_prob={observe_prob!r}; allowed: in (0, 1] for doubly robust completion")
         gain = mean + np.where(observed, (observed_gain - mean) / observe_prob, 0.0)
         return gain, np.where(observed, var * (1.0 / observe_prob - 1.0) ** 2, var)

@@ -69,6 +69,7 @@ class PolicyAgent(TrainableAgent):
     """
 
     resumable = True
+    trains_on_sessions = True
     policy_config_class: ClassVar[type[Any]]
     """The dataclass of the policy's settings."""
     trainer_defaults: ClassVar[dict[str, Any]] = {}

@@ -59,7 +59,7 @@ from numpy.typing import NDArray
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
 from agents.base import portable
 from agents.behaviour import BehaviourPolicy
-from agents.checkpoints import atomic_write
+from agents.checkpoints import atomic_write, restored_env_kwargs
 from agents.progress import Progress
 from scenarios.settings import check_value
 
@@ -198,9 +198,22 @@ class LoggedData:
     def from_table(cls, table: pa.Table, source: str = "the table") -> LoggedData:
         """A log's table (from :func:`log_episodes` or a file), checked to be of this format."""
         raw = (table.schema.metadata or {}).get(METADATA_KEY)
-        metadata = json.loads(raw) if raw is not None else {}
-        if metadata.get("format") != FORMAT:
-            raise ValueError(f"{source} is not a FlexRec log of format {FORMAT} (found {metadata.get('format')!r})")
+        try:
+            metadata = json.loads(raw) if raw is not None else {}
+        except (ValueError, RecursionError):
+            metadata = {}
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+            found = metadata.get("format") if isinstance(metadata, dict) else None
+            raise ValueError(f"{source} is not a FlexRec log of format {FORMAT} (found {found!r})")
+        expected = log_schema()
+        wrong = [f.name for f in expected if f.name not in table.column_names or table.schema.field(f.name).type != f.type]
+        if wrong:
+            raise ValueError(f"{source}: columns {wrong} are missing or of another type than a FlexRec log's")
+        episodes, length = metadata.get("episodes"), metadata.get("list_length")
+        if not (isinstance(episodes, int) and isinstance(length, int) and table.num_rows == episodes * length):
+            raise ValueError(f"{source}: {table.num_rows} rows, not episodes x list_length = {episodes!r} x {length!r}")
+        if "env_kwargs" in metadata:  # a file may name only a registered scenario: replaying it must call no code it names
+            metadata["env_kwargs"] = restored_env_kwargs(metadata["env_kwargs"], source)
         return cls(table, metadata)
 
     @property
@@ -289,11 +302,12 @@ def replay(
         raise ValueError("the log's env arguments include objects it could not keep: pass env_kwargs to replay it")
     env = make_env(dict(log.metadata["env_kwargs"] if env_kwargs is None else env_kwargs), behaviour)
     seeds, users, actions = log.per_episode("seed"), log.per_episode("user_id"), log.per_step("action")
+    needs = log.table.column("need").to_pylist()[:: log.list_length]
     candidates = log.table.column("candidate_ids").to_pylist()[:: log.list_length]
     for episode in range(log.episodes):
         observation, info = env.reset(seed=int(seeds[episode]))
         request = env.unwrapped.request  # type: ignore[attr-defined]
-        if request.user_id != users[episode] or list(request.candidates) != candidates[episode]:
+        if request.user_id != users[episode] or list(request.candidates) != candidates[episode] or request.need != needs[episode]:
             raise ValueError(
                 f"episode {episode} (seed {seeds[episode]}) replays another request than the log's: replay it with the "
                 "env arguments it was logged with"

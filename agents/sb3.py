@@ -396,6 +396,8 @@ class SB3Agent(TrainableAgent):
     def act(self, observation: dict[str, Any], env: gym.Env) -> int:
         if self.model is None:
             raise RuntimeError("the agent has no policy yet: call learn() or load a checkpoint")
+        keys = self.model.observation_space.spaces  # type: ignore[attr-defined]
+        observation = {key: observation[key] for key in keys}  # a session's observation has request_index too
         masks = np.asarray(observation["action_mask"], dtype=bool)
         if isinstance(self.model, MaskablePPO):
             action, _ = self.model.predict(observation, deterministic=True, action_masks=masks)

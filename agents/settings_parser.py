@@ -111,7 +111,7 @@ def _from_text(text: str, annotation: Any) -> Any:
     if container in (tuple, list):
         value = _json(text)
         if isinstance(value, list):
-            return tuple(value) if container is tuple else value
+            return _tuples(value, annotation) if container is tuple else value
     elif _is_class(container, Mapping):
         value = _json(text)
         if isinstance(value, dict):
@@ -170,9 +170,18 @@ def file_value(name: str, value: Any, annotation: Any, option: str) -> Any:
         value = float(str(value)) if isinstance(value, np.floating) else value.item()  # float32(0.3) is 0.3
     elif isinstance(value, np.ndarray):
         value = value.tolist()
-    if isinstance(value, list) and any(get_origin(member) is tuple for member in _members(annotation)):
-        value = tuple(value)
+    value = _tuples(value, annotation)
     return _checked(name, value, annotation, option)
+
+
+def _tuples(value: Any, annotation: Any) -> Any:
+    """JSON's lists as tuples wherever ``annotation`` has a tuple, nested ones too (``tuple[tuple[float, ...], ...]``)."""
+    for member in _members(annotation):
+        if get_origin(member) is tuple and isinstance(value, (list, tuple)):
+            items = get_args(member)
+            variadic = len(items) == 2 and items[1] is Ellipsis
+            return tuple(_tuples(v, items[0] if variadic else items[min(i, len(items) - 1)]) for i, v in enumerate(value))
+    return value
 
 
 def text_of(value: Any) -> str:

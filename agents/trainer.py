@@ -385,7 +385,10 @@ class FlexRecTrainer:
         labels, observed = info["reward_labels"][first], info["reward_labels_observed"][first].astype(bool)
         critic = self.critic_learner(features)
         mean, var = gain_moments(probs)
-        observe_prob = self.env.config.reward_noise[0]
+        observe_prob: float | NDArray[np.float64] = self.env.config.reward_noise[0]
+        fatigue = getattr(getattr(self.env, "session", None), "fatigue", 0.0)
+        if fatigue and self.env.config.reward_labels == "feedback":  # request r of a session: p (1 - fatigue)**r
+            observe_prob = observe_prob * (1.0 - fatigue) ** info["request_index"][first][:, None].astype(np.float64)
         gain, gain_var = completed_gains(labels, observed, mean, var, self.config.completion, observe_prob)
         critic_rewards, std = completed_swap_rewards(rankings, gain, gain_var, self.metric_k)
         self.list_level_swap_rewards(critic_rewards, rankings, gain, info["need"][first])

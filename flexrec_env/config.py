@@ -6,6 +6,7 @@ envs' ``__init__``) builds and checks the scenario, registers its needs and reso
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -168,7 +169,9 @@ class SessionConfig:
         if self.need_transition is not None:
             matrix = self.need_transition
             square = all(len(row) == len(matrix) for row in matrix) and len(matrix) > 0
-            if not square or any(p < 0 for row in matrix for p in row) or any(abs(sum(row) - 1) > 1e-9 for row in matrix):
+            probabilities = [p for row in matrix for p in row]
+            invalid = not all(math.isfinite(p) and p >= 0 for p in probabilities)
+            if not square or invalid or any(abs(sum(row) - 1) > 1e-9 for row in matrix):
                 raise ValueError(
                     f"need_transition={matrix!r}; allowed: a square matrix of non-negative probabilities whose rows sum to 1"
                 )

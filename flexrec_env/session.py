@@ -178,9 +178,16 @@ def session_instructions(instructions: NDArray[np.object_], switched: NDArray[np
     out = instructions.copy()
     if announce:
         for i in np.flatnonzero(switched):
-            text = str(out[i])
-            out[i] = SWITCH_PREFIX + text[:1].lower() + text[1:]
+            out[i] = SWITCH_PREFIX + _mid_sentence(str(out[i]))
     return out
+
+
+def _mid_sentence(text: str) -> str:
+    """``text`` as it reads after "Now, ": its first letter lowered, unless the first word is "I" or an acronym."""
+    first = text.split(" ", 1)[0]
+    if first == "I" or first.startswith("I'") or first[:2].isupper():
+        return text
+    return text[:1].lower() + text[1:]
 
 
 def session_metrics(request_metric: NDArray[np.float64], switched: NDArray[np.bool_]) -> dict[str, NDArray]:

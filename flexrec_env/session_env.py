@@ -75,7 +75,9 @@ class FlexRecSessionEnv(gym.Env[ObsType, np.int64]):
     Every step: FlexRec-v0's per-step info plus ``request_index`` (the request the action was placed in). The step
     that finishes a request's list adds FlexRec-v0's last info of that request (``ranking``, ``swap_rewards``,
     ``list_reward``, the labels, ``clicks``, ``metrics`` and ``need``; only ``ranking`` and ``list_reward`` with
-    ``info_level="lean"``); its observation is then the next request's first. The last step adds
+    ``info_level="lean"``); its observation is then the next request's first, and so are the two keys of that info
+    that describe the current request rather than the finished list: ``action_mask`` and, with ``expose_truth``,
+    ``relevance`` (``need`` is the finished request's: read the next one from the observation). The last step adds
     ``session_metrics``: ``NDCG@5`` (mean over the R requests of NDCG@5 on the true relevance),
     ``NDCG@5_after_switch`` (mean over the requests that follow a switch; NaN when none does), ``switches`` (their
     count), ``request_NDCG@5`` (R) and ``switched`` (R, bool). ``reset`` returns FlexRec-v0's reset info plus

@@ -229,7 +229,8 @@ def prompt_space(env: FlexRecEnv, labels: Sequence[str], config: TextConfig) -> 
     message, _ = user_message(
         config.prompt_template, history, instruction, [describe_item(title, word, word, release)] * n, labels
     )
-    return spaces.Text(len(message + placed_section(longest_labels[:k], [title] * k, k)), charset=frozenset(charset))
+    placed = max(len(placed_section(longest_labels[:p], [title] * p, k)) for p in range(1, k + 1))  # any list length
+    return spaces.Text(len(message) + placed, charset=frozenset(charset))
 
 
 _OPENING = re.compile(r"^\s*[A-Za-z][A-Za-z ]*[A-Za-z]\s*:")  # "Answer:", "My ranking:"

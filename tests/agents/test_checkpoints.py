@@ -233,7 +233,7 @@ def test_a_checkpoint_that_names_code_to_call_is_refused_before_anything_is_buil
     path = tmp_path / "evil.ckpt"
     env_kwargs = {"scenario": "os:system", "scenario_kwargs": {"command": f"touch {marker}"}, "need": ["interest"]}
     save_checkpoint(path, kind, {"settings": {}, "config": {"algorithm": kind}, "env_kwargs": env_kwargs})
-    with pytest.raises(ValueError, match=r"names the scenario 'os:system': a checkpoint may name only a registered"):
+    with pytest.raises(ValueError, match=r"names the scenario 'os:system': a saved file may name only a registered"):
         load_agent(path)
     result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(path), "--episodes", "1"])
     assert result.exit_code == 2 and "only a registered scenario" in result.output and "Traceback" not in result.output

@@ -111,6 +111,33 @@ def test_a_foreign_parquet_file_is_refused(tmp_path, written):
         read_log(tmp_path / "plain.parquet")
 
 
+def test_a_replay_with_another_need_is_refused(written):
+    """The need is drawn after the candidates: the same requests under another need would give wrong states."""
+    log = read_log(written[1])
+    with pytest.raises(ValueError, match="replays another request"):
+        list(replay(log, {**ENV_KWARGS, "need": ["fresh"]}))
+
+
+def test_a_log_file_is_checked_before_anything_is_built_from_it(tmp_path, written):
+    """A file naming code to call ('module:Factory'), missing columns or rows that do not add up are refused."""
+    import json
+
+    table, _ = written
+    metadata = json.loads(table.schema.metadata[b"flexrec"])
+    marker = tmp_path / "pwned"
+    evil = {**metadata, "env_kwargs": {"scenario": "os:system", "scenario_kwargs": {"command": f"touch {marker}"}}}
+    pq.write_table(table.replace_schema_metadata({"flexrec": json.dumps(evil)}), tmp_path / "evil.parquet")
+    with pytest.raises(ValueError, match="a saved file may name only a registered scenario"):
+        read_log(tmp_path / "evil.parquet")
+    assert not marker.exists()
+    pq.write_table(table.drop(["propensity"]), tmp_path / "short.parquet")
+    with pytest.raises(ValueError, match=r"columns \['propensity'\] are missing"):
+        read_log(tmp_path / "short.parquet")
+    pq.write_table(table.slice(0, K), tmp_path / "cut.parquet")
+    with pytest.raises(ValueError, match=f"{K} rows, not episodes x list_length = {E} x {K}"):
+        read_log(tmp_path / "cut.parquet")
+
+
 def test_the_log_command_writes_a_log(tmp_path):
     out = tmp_path / "logs" / "random.parquet"
     args = ["log", "--agent", "random", "--episodes", "4", "--need", "trending", "--env-arg", "num_candidates=5"]

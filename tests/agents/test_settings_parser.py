@@ -11,7 +11,7 @@ import click
 import numpy as np
 import pytest
 
-from agents.settings_parser import parse_settings, parse_value, text_of
+from agents.settings_parser import file_value, parse_settings, parse_value, text_of
 from flexrec_env.feedback import FeedbackConfig
 
 TYPES: dict[str, Any] = {
@@ -166,3 +166,12 @@ def test_text_of_writes_what_the_command_line_would():
         "[1, 2]",
         '{"a": 1}',
     ]
+
+
+def test_nested_tuples_come_from_json_lists():
+    from flexrec_env.config import SessionConfig
+    from scenarios.settings import field_types
+
+    annotation = field_types(SessionConfig)["need_transition"]
+    assert parse_value("need_transition", "[[0.5, 0.5], [0.2, 0.8]]", annotation, "--env-arg") == ((0.5, 0.5), (0.2, 0.8))
+    assert file_value("need_transition", [[1, 0], [0, 1]], annotation, "--env-arg") == ((1, 0), (0, 1))

@@ -248,3 +248,22 @@ def test_session_training_ranks_every_request_of_a_session():
         assert (t.env._session_core.request_index == after).all()
         t.update(batch)
     assert t.steps == 4 * 16 * 4
+
+
+def test_doubly_robust_completion_divides_by_each_requests_own_observe_prob(monkeypatch):
+    """With fatigue, request r's labels are observed with probability p (1 - fatigue)**r: the DR correction uses that."""
+    import agents.trainer
+
+    seen: list[np.ndarray] = []
+
+    def spy(labels, observed, mean, var, completion, observe_prob):
+        seen.append(np.asarray(observe_prob, dtype=float))
+        return agents.critic.completed_gains(labels, observed, mean, var, completion, observe_prob)
+
+    monkeypatch.setattr(agents.trainer, "completed_gains", spy)
+    session = {**SMALL, "need": ["interest", "trending"], "session_length": 3, "fatigue": 0.5}
+    t = make_trainer(session, advantage="flexrec", completion="dr")
+    for _ in range(2):
+        t.update(t.collect())
+    p = t.env.config.reward_noise[0]
+    assert [float(s.ravel()[0]) for s in seen] == pytest.approx([p, p * 0.5])  # requests 0, then 1

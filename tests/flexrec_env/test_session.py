@@ -90,6 +90,10 @@ def test_need_process_by_hand():
     texts = np.array(["Show me X.", "Show me Y."], dtype=object)
     assert session_instructions(texts, np.array([False, True]), True).tolist() == ["Show me X.", "Now, show me Y."]
     assert session_instructions(texts, np.array([False, True]), False).tolist() == texts.tolist()
+    spoken = np.array(["I want new items.", "TV series I would like.", "I'd like hits."], dtype=object)
+    assert session_instructions(spoken, np.array([True, True, True]), True).tolist() == [
+        "Now, I want new items.", "Now, TV series I would like.", "Now, I'd like hits.",
+    ]  # fmt: skip
 
 
 def test_stay_probability_shows_in_the_switch_rate():
