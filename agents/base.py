@@ -55,6 +55,18 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
+def close_process_group() -> None:
+    """End a data-parallel run's process group once every process is done with it (nothing in a single process).
+
+    Without it a process can exit while the group's threads run, and the C++ runtime aborts it.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def training_env_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
     """``env_kwargs`` for an env that training draws feedback from: the scenario's training split unless set."""
     return {"split": "train", **env_kwargs}

@@ -13,7 +13,7 @@ import click
 from click.core import ParameterSource
 
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
-from agents.base import Agent, TrainableAgent, is_main_process
+from agents.base import Agent, TrainableAgent, close_process_group, is_main_process
 from agents.cli_options import (
     agent_settings_from,
     env_kwargs_from,
@@ -92,13 +92,14 @@ def train_and_save(
     except ValueError as error:  # resuming: a budget the run has done; fresh: a setting only training can check
         hint = "--resume/--steps" if resume is not None else "--set/--env-arg/--scenario-arg"
         raise click.BadParameter(str(error), param_hint=hint) from None
-    if not is_main_process():
-        return False
-    learner.save(checkpoint)
-    click.echo(f"checkpoint written to {checkpoint}")
-    if checkpointing is not None and checkpointing.path != checkpoint:
-        learner.discard_checkpoint(checkpointing.path)  # the run is complete: its training checkpoint is spent
-    return True
+    main = is_main_process()
+    if main:
+        learner.save(checkpoint)
+        click.echo(f"checkpoint written to {checkpoint}")
+        if checkpointing is not None and checkpointing.path != checkpoint:
+            learner.discard_checkpoint(checkpointing.path)  # the run is complete: its training checkpoint is spent
+    close_process_group()  # every process trained and the checkpoint is written: evaluation needs no group
+    return main
 
 
 def run_options(

@@ -18,6 +18,7 @@ STEPS = {"compact": 4 * 4 * 3 * 2 * 3, "llm": 2 * 2 * 3 * 2 * 3}  # three iterat
 
 
 def main(kind: str, out: Path) -> None:
+    from agents.base import close_process_group
     from agents.flexrec import FlexRecAgent
     from agents.llm import FlexRecLLMAgent
     from agents.trainer import FlexRecTrainer
@@ -45,6 +46,7 @@ def main(kind: str, out: Path) -> None:
         },
         out / f"rank{os.environ['RANK']}.pt",
     )
+    close_process_group()  # both processes done, then the group closed: no thread outlives it
 
 
 if __name__ == "__main__":
