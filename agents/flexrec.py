@@ -105,10 +105,12 @@ class PolicyAgent(TrainableAgent):
         """A fresh policy for observations of ``space`` (one env's observation space)."""
 
     @abc.abstractmethod
-    def policy_payload(self, policy: RankingPolicy, path: Path) -> dict[str, Any]:
+    def policy_payload(self, policy: RankingPolicy, path: Path, rewritten: bool = False) -> dict[str, Any]:
         """What checkpoint ``path`` needs to rebuild ``policy`` (with :meth:`restore_policy`).
 
-        Files beside the checkpoint (the LLM's adapter folder) are written here, before the checkpoint itself.
+        Files beside the checkpoint (the LLM's adapter folder) are written here, before the checkpoint itself;
+        ``rewritten`` says the checkpoint is rewritten in place during training (a training checkpoint), so the
+        previous pair of files must stay valid until the new checkpoint is in place (:meth:`saved`).
         """
 
     @abc.abstractmethod
@@ -234,7 +236,7 @@ class PolicyAgent(TrainableAgent):
             "settings": self.settings,
             "trainer_config": asdict(self.trainer_config),
             "policy_config": asdict(self.policy_config),
-            **self.policy_payload(self.policy, Path(path)),
+            **self.policy_payload(self.policy, Path(path), rewritten=training is not None),
             "critic": None if self.critic is None else self.critic.payload(),
             "history": self.history,
             "eval_history": self.eval_history,
@@ -243,6 +245,10 @@ class PolicyAgent(TrainableAgent):
             "training": training,
         }
         save_checkpoint(path, self.name, payload)
+        self.saved(Path(path), payload)
+
+    def saved(self, path: Path, payload: dict[str, Any]) -> None:
+        """After checkpoint ``path`` is written with ``payload``: remove files beside it that it no longer names."""
 
     @classmethod
     def load(cls, path: Path) -> PolicyAgent:
@@ -276,7 +282,7 @@ class FlexRecAgent(PolicyAgent):
         dims = (space["candidates"].shape[-1], space["user"].shape[0], space["need"].shape[0])  # type: ignore[index]
         return TransformerRankingPolicy(*dims, config=self.policy_config)
 
-    def policy_payload(self, policy: RankingPolicy, path: Path) -> dict[str, Any]:
+    def policy_payload(self, policy: RankingPolicy, path: Path, rewritten: bool = False) -> dict[str, Any]:
         assert isinstance(policy, TransformerRankingPolicy)
         return {"dims": policy.dims, "state_dict": policy.state_dict()}
 

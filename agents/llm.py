@@ -541,10 +541,24 @@ class FlexRecLLMAgent(PolicyAgent):
         """The adapter folder of checkpoint ``path`` (``runs/x/flexrec-llm.ckpt`` -> ``runs/x/flexrec-llm-adapter/``)."""
         return path.with_name(f"{path.stem}-adapter")
 
-    def policy_payload(self, policy: RankingPolicy, path: Path) -> dict[str, Any]:
+    def policy_payload(self, policy: RankingPolicy, path: Path, rewritten: bool = False) -> dict[str, Any]:
+        """The adapter goes beside the checkpoint, in ``X-adapter/``; a training checkpoint's in ``X-adapter-<digest>/``.
+
+        A training checkpoint is rewritten during training: naming its adapter by content keeps the previous pair
+        (checkpoint and adapter) whole until the new checkpoint replaces it, whenever the process stops.
+        """
         assert isinstance(policy, LLMRankingPolicy)
         folder = self.adapter_folder(path)
-        checksum = policy.save_adapter(folder)  # before the checkpoint, which names it and records its checksum
+        if rewritten:
+            staged = folder.with_name(f"{folder.name}-new")
+            checksum = policy.save_adapter(staged)
+            folder = folder.with_name(f"{folder.name}-{checksum[:16]}")
+            if folder.exists():  # the same adapter, already there
+                shutil.rmtree(staged)
+            else:
+                staged.rename(folder)
+        else:
+            checksum = policy.save_adapter(folder)  # before the checkpoint, which names it and records its checksum
         tiny = None if policy.tiny is None else asdict(policy.tiny)  # the tiny model's weights: self-contained
         adapter = {"folder": folder.name, "sha256": checksum, "base": policy.base_identity()}
         return {"num_candidates": policy.num_candidates, "adapter": adapter, "tiny": tiny}
@@ -560,10 +574,22 @@ class FlexRecLLMAgent(PolicyAgent):
         policy.load_adapter(path.with_name(adapter["folder"]), adapter["sha256"])
         return policy.to("cuda") if torch.cuda.is_available() else policy
 
+    def saved(self, path: Path, payload: dict[str, Any]) -> None:
+        """Remove the adapter folders of this checkpoint that it no longer names (a training checkpoint's earlier ones)."""
+        keep = payload["adapter"]["folder"]
+        for folder in self._adapter_folders(path):
+            if folder.name != keep:
+                shutil.rmtree(folder, ignore_errors=True)
+
     def discard_checkpoint(self, path: Path) -> None:
-        """Delete checkpoint ``path`` and its adapter folder."""
+        """Delete checkpoint ``path`` and its adapter folders."""
         super().discard_checkpoint(path)
-        shutil.rmtree(self.adapter_folder(Path(path)), ignore_errors=True)
+        for folder in self._adapter_folders(Path(path)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _adapter_folders(self, path: Path) -> list[Path]:
+        base = self.adapter_folder(Path(path))
+        return [f for f in base.parent.glob(f"{base.name}*") if f.is_dir() and (f == base or f.name.startswith(f"{base.name}-"))]
 
     @contextlib.contextmanager
     def base_model(self) -> Iterator[FlexRecLLMAgent]:

@@ -325,3 +325,38 @@ def test_an_adapter_for_another_model_is_refused(tiny, tied_model, tmp_path):
         other.load_adapter(tmp_path / "adapter")
     with pytest.raises(FileNotFoundError, match="adapter_model.safetensors"):
         other.load_adapter(tmp_path / "nowhere")
+
+
+def test_a_training_checkpoint_interrupted_between_its_two_files_keeps_the_previous_pair(
+    trained, signposts, tmp_path, monkeypatch
+):
+    """A training checkpoint's adapter is named by its content: a stop after the adapter, before the checkpoint,
+    leaves the previous checkpoint and its adapter whole; a completed save removes the adapters it no longer names."""
+    import agents.flexrec
+
+    path = tmp_path / "llm.resume.ckpt"
+    trained.save(path, training={"steps": 1})
+    inputs = requests_of(signposts, 8, seed=5)
+    before = trained.policy.rank(inputs, 4)
+    save_checkpoint = agents.flexrec.save_checkpoint
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process stops after the adapter is written
+
+    original = {k: v.detach().clone() for k, v in trained.policy.named_parameters() if v.requires_grad}
+    perturb_adapter(trained.policy, seed=3)
+    monkeypatch.setattr(agents.flexrec, "save_checkpoint", killed)
+    with pytest.raises(KeyboardInterrupt):
+        trained.save(path, training={"steps": 2})
+    monkeypatch.setattr(agents.flexrec, "save_checkpoint", save_checkpoint)
+    reloaded = load_agent(path)
+    assert reloaded.training_state == {"steps": 1}
+    torch.testing.assert_close(reloaded.policy.rank(inputs, 4), before)
+    trained.save(path, training={"steps": 2})
+    folders = sorted(f.name for f in tmp_path.iterdir() if f.is_dir())
+    assert len(folders) == 1 and folders[0].startswith("llm.resume-adapter-"), folders
+    assert load_agent(path).training_state == {"steps": 2}
+    with torch.no_grad():  # leave the shared fixture as it was
+        for name, value in trained.policy.named_parameters():
+            if name in original:
+                value.copy_(original[name])
