@@ -12,17 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents import benchmark
-from agents.benchmark import (
-    BenchmarkConfig,
-    best_baseline,
-    main_agent,
-    markdown,
-    need_groups,
-    run_benchmark,
-    seed_matrices,
-    steps_to_reach,
-    summarise,
-)
+from agents.benchmark import BenchmarkConfig, main_agent, need_groups, run_benchmark, seed_matrices, summarise
+from agents.benchmark_report import best_baseline, markdown, steps_to_reach
 from agents.statistics import iqm
 
 
