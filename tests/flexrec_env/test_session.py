@@ -187,3 +187,8 @@ def test_groups_share_a_session():
         assert (obs["candidates"][0] == obs["candidates"][1]).all() and (obs["need_id"][2] == obs["need_id"][3])
         obs, _, terminated, _, _ = envs.step(np.array([0, 1, 2, 3]) if obs["position"][0] == 0 else np.array([4, 4, 4, 4]))
     assert terminated.all()
+
+
+def test_sessions_refuse_a_render_mode():
+    with pytest.raises(ValueError, match="render_mode='ansi'; allowed: None"):
+        gym.make("FlexRecSession-v0", render_mode="ansi")
