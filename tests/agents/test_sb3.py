@@ -19,7 +19,7 @@ EASY = {"need": "interest", "reward_labels": "true", "num_candidates": 10, "list
 
 def preprocessed(obs: dict, space) -> dict[str, torch.Tensor]:
     """The observation as sb3 hands it to the extractor (Discrete entries one-hot, shape (B, 1, n))."""
-    out = {key: torch.as_tensor(np.asarray(value), dtype=torch.float32) for key, value in obs.items()}
+    out = {key: torch.as_tensor(np.array(value), dtype=torch.float32) for key, value in obs.items()}
     for key in ("position", "need_id"):
         out[key] = torch.nn.functional.one_hot(torch.as_tensor(obs[key]).long(), int(space[key].n)).float()[:, None]
     return out
