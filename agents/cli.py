@@ -20,9 +20,8 @@ from agents.baselines import NeedAwareHeuristic, RandomAgent
 from agents.cli_options import (
     agent_settings_from,
     config_option,
-    env_arg_option,
     env_kwargs_from,
-    env_option,
+    env_options,
     model_option,
     need_option,
     scenario_arg_option,
@@ -114,11 +113,7 @@ def quickstart(episodes: int, seed: int, scenario: str, scenario_args: tuple[str
     help="Advantage estimator of the flexrec agents: list (GRPO), swap, or flexrec (swap + uncertainty-aware critic; "
     "the default).",
 )
-@scenario_option
-@scenario_arg_option
-@need_option
-@env_option
-@env_arg_option
+@env_options()
 @click.option(
     "--steps", default=150_000, show_default=True, type=click.IntRange(min=1), help="Environment steps (item placements)."
 )
@@ -252,11 +247,7 @@ def train(
     default=None,
     help="A checkpoint written by `train`.",
 )
-@scenario_option
-@scenario_arg_option
-@need_option
-@env_option
-@env_arg_option
+@env_options()
 @click.option(
     "--episodes",
     default=200,
@@ -317,10 +308,7 @@ def evaluate_command(
 @config_option
 @click.option("--agent", default=None, help="The behaviour policy: a non-trained agent by name (see `flexrec-agent agents`).")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help="Or a checkpoint.")
-@scenario_option
-@scenario_arg_option
-@need_option
-@env_arg_option
+@env_options(sessions=False)
 @click.option("--episodes", default=1000, show_default=True, type=click.IntRange(min=1), help="Episodes to log.")
 @seed_option("Episode i resets with seed + i; the actions are drawn with this seed too.")
 @model_option

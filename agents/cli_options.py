@@ -8,9 +8,9 @@ A configuration file (``--config``) gives option values by option name; its mapp
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -103,6 +103,8 @@ def given_settings(name: str, pairs: Sequence[str]) -> Sequence[str] | Mapping[s
 # --------------------------------------------------------------------------------------------------------------------
 # Shared options.
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 config_option = click.option(
     "--config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -156,6 +158,19 @@ env_option = click.option(
     "need_schedule=trending,niche,niche,fresh, announce_switch=false, fatigue=0.1). Training on sessions ranks one "
     "request of each session per iteration; evaluation reports NDCG@5 after a need switch.",
 )
+
+
+def env_options(sessions: bool = True) -> Callable[[F], F]:
+    """``--scenario``, ``--scenario-arg``, ``--need``, ``--env`` (with ``sessions``) and ``--env-arg``: what to play on."""
+
+    def decorate(command: F) -> F:
+        for option in (env_arg_option, *((env_option,) if sessions else ()), need_option, scenario_arg_option, scenario_option):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 threads_option = click.option(
     "--threads",
     type=click.IntRange(min=1),

@@ -267,3 +267,12 @@ def test_doubly_robust_completion_divides_by_each_requests_own_observe_prob(monk
         t.update(t.collect())
     p = t.env.config.reward_noise[0]
     assert [float(s.ravel()[0]) for s in seen] == pytest.approx([p, p * 0.5])  # requests 0, then 1
+
+
+def test_a_training_state_that_names_a_function_is_refused():
+    """The episode stream's bit generator is looked up by name among numpy's, never fetched with getattr."""
+    t = make_trainer()
+    state = t.state_dict()
+    state["random"]["episodes"] = {**state["random"]["episodes"], "bit_generator": "seed"}  # np.random.seed
+    with pytest.raises(ValueError, match=r"bit_generator='seed'; allowed: \['MT19937', 'PCG64'"):
+        t.load_state_dict(state)
