@@ -96,7 +96,6 @@ def observation_feature_sizes(space: gym.spaces.Dict) -> dict[str, int]:
 def training_feature_sizes(env_kwargs: dict[str, Any]) -> dict[str, int]:
     """The feature sizes of a request's observations under ``env_kwargs`` (a session's requests are FlexRec-v0's)."""
     import flexrec_env  # noqa: F401  (registers FlexRec-v0)
-    from flexrec_env.config import SessionConfig
 
     env = gym.make("FlexRec-v0", **SessionConfig.split(env_kwargs)[1])
     try:
@@ -188,8 +187,6 @@ class TrainableAgent(Agent, abc.ABC):
         stops training (:class:`~agents.resume.TrainingInterrupted` is raised then).
         """
         check_value("total_steps", total_steps, int, ">= 1")
-        from flexrec_env.config import SessionConfig
-
         if SessionConfig.given(env_kwargs) and not self.trains_on_sessions:
             raise ValueError(
                 f"the {self.name} agent trains on single requests: drop the session arguments "
@@ -254,6 +251,11 @@ class TrainableAgent(Agent, abc.ABC):
         """Rebuild an agent saved with :meth:`save`."""
 
 
+def ranks_at_once(agent: Agent) -> bool:
+    """Whether ``agent`` ranks a whole request at once (implements :meth:`Agent.rank`) rather than only step by step."""
+    return type(agent).rank is not Agent.rank
+
+
 def play_episode(
     env: gym.Env,
     agent: Agent,
@@ -268,16 +270,16 @@ def play_episode(
     """
     unwrapped: Any = env.unwrapped
     observation, info = env.reset(seed=seed, options=options)
-    ranks_at_once = type(agent).rank is not Agent.rank
+    at_once = ranks_at_once(agent)
     requests = unwrapped.session.session_length if hasattr(unwrapped, "session") else 1
     plan: list[int] = []
     placed = 0  # actions in the current request
     for _ in range(requests * (unwrapped.config.list_length * 4 + unwrapped.config.num_candidates)):
-        if ranks_at_once and placed == 0:
+        if at_once and placed == 0:
             plan = [int(i) for i in agent.rank(unwrapped.request, observation, info)]
-        if ranks_at_once and placed >= len(plan):
+        if at_once and placed >= len(plan):
             raise RuntimeError(f"agent {agent.name!r} ranked {len(plan)} candidates, fewer than the list length")
-        action = plan[placed] if ranks_at_once else agent.act(observation, env)
+        action = plan[placed] if at_once else agent.act(observation, env)
         observation, _, terminated, truncated, info = env.step(action)
         placed += 1
         if "ranking" in info:  # a list is finished: the next request (if any) starts

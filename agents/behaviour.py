@@ -37,7 +37,7 @@ import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
-from agents.base import Agent
+from agents.base import Agent, ranks_at_once
 from agents.baselines import RandomAgent
 from scenarios.settings import check_fields
 
@@ -68,10 +68,6 @@ class BehaviourConfig:
             )
 
 
-def _ranks_at_once(agent: Agent) -> bool:
-    return type(agent).rank is not Agent.rank
-
-
 class BehaviourPolicy:
     """An agent with an exploration: the probabilities of the next item (module docstring), and a sampler of them."""
 
@@ -80,7 +76,7 @@ class BehaviourPolicy:
 
         self.agent, self.config = agent, config or BehaviourConfig()
         self._kind = "uniform" if isinstance(agent, RandomAgent) else "policy" if isinstance(agent, PolicyAgent) else "rank"
-        if self._kind == "rank" and not _ranks_at_once(agent):
+        if self._kind == "rank" and not ranks_at_once(agent):
             if self.config.exploration != "epsilon-greedy":
                 raise ValueError(
                     f"the {agent.name} agent acts step by step and has no scores to take a softmax of; "

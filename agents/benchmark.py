@@ -37,11 +37,11 @@ import numpy as np
 
 from agents.base import Agent, TrainableAgent, use_threads
 from agents.checkpoints import atomic_write
-from agents.evaluation import evaluate, evaluate_sessions, mean_ci
+from agents.evaluation import evaluate, evaluate_sessions, evaluation_needs, stats
 from agents.registry import AGENTS, make_agent
 from agents.statistics import REPS, iqm, paired_comparison, stratified_bootstrap_ci
 from agents.statistics import mean as overall_mean
-from flexrec_env.needs import held_out_needs, training_needs
+from flexrec_env.needs import training_needs
 from scenarios.settings import check_fields
 
 #: Benchmark entries: name -> (registered agent, settings). The FlexRec estimators and ablations are separate entries.
@@ -158,7 +158,7 @@ def run_cells(source: str, seed: int, config: BenchmarkConfig, rankers: Sequence
     if isinstance(agent, TrainableAgent):
         agent.learn(env_kwargs, config.steps, seed=seed)
     trained = time.perf_counter() - started
-    needs = [*env_kwargs["need"], *(n.name for n in held_out_needs() if n.name not in env_kwargs["need"])]
+    needs = evaluation_needs(env_kwargs["need"])
     eval_kwargs = {k: v for k, v in env_kwargs.items() if k != "need"}
     cells = {}
     for entry in rankers:
@@ -397,11 +397,7 @@ def summarise(cells: Sequence[dict[str, Any]], budget: int | None = None, reps: 
         if cell["curve"]:
             curves.setdefault(cell["agent"], []).append([tuple(point) for point in cell["curve"]])
     metrics = {
-        agent: {
-            need: {m: dict(zip(("mean", "ci95"), mean_ci(v), strict=True)) | {"n": len(v)} for m, v in ms.items()}
-            for need, ms in needs.items()
-        }
-        for agent, needs in pooled.items()
+        agent: {need: {m: stats(v) for m, v in ms.items()} for need, ms in needs.items()} for agent, needs in pooled.items()
     }
     mean_curves = {}
     for name, runs in curves.items():
@@ -413,10 +409,7 @@ def summarise(cells: Sequence[dict[str, Any]], budget: int | None = None, reps: 
             sessions.setdefault(cell["agent"], {}).setdefault(group, []).extend(values)
     matrices = seed_matrices(cells)
     return {
-        "sessions": {
-            agent: {g: dict(zip(("mean", "ci95"), mean_ci(v), strict=True)) | {"n": len(v)} for g, v in groups.items() if v}
-            for agent, groups in sessions.items()
-        },
+        "sessions": {agent: {g: stats(v) for g, v in groups.items() if v} for agent, groups in sessions.items()},
         "metrics": metrics,
         "held_out": held_out,
         "curves": mean_curves,

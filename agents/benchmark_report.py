@@ -221,7 +221,7 @@ def plot(report: dict[str, Any], out: Path) -> None:
         errors = [table[agent][n]["NDCG@5"]["ci95"] for n in needs]
         axis.bar(np.arange(len(needs)) + i * width, means, width, yerr=errors, label=agent, capsize=2)
     axis.set_xticks(np.arange(len(needs)) + 0.4 - width / 2)
-    axis.set_xticklabels([n + (" *" if report["held_out"].get(n) else "") for n in needs])
+    axis.set_xticklabels([_need_label(n, report["held_out"]) for n in needs])
     axis.set_ylabel("NDCG@5 (true relevance)")
     axis.legend(fontsize=7, ncol=2)
     figure.tight_layout()

@@ -32,16 +32,15 @@ from agents.cli_options import (
 )
 from agents.cli_runs import (
     agent_and_env,
-    evaluation_needs,
     report,
     resumed_run,
     run_options,
     train_and_save,
     usable_output,
 )
-from agents.evaluation import evaluate, evaluate_sessions, need_table
+from agents.evaluation import evaluate, evaluate_sessions, evaluation_needs, need_table
 from agents.registry import AGENTS, make_agent
-from agents.resume import check_output_path, resume_path
+from agents.resume import resume_path
 from flexrec_env.config import SessionConfig
 from flexrec_env.needs import registered_needs
 from scenarios import available_scenarios
@@ -211,15 +210,12 @@ def train(
     checkpoint = out or run_dir / f"{agent}.ckpt"
     outputs = [(run_dir, "--logdir", True), (checkpoint, "--out", False)]
     if isinstance(learner, TrainableAgent) and learner.resumable:
-        outputs.append((resume_path(checkpoint), "--out", False))  # the training checkpoint, written during the run
-        pending = resume_path(checkpoint)
+        pending = resume_path(checkpoint)  # the training checkpoint, written during the run
         if resume is None and pending.is_file():
             raise click.UsageError(f"{pending} holds an unfinished run: continue it with --resume {pending}, or delete it")
+        outputs.append((pending, "--out", False))
     for path, option, folder in outputs:
-        try:
-            check_output_path(path, option, folder)
-        except ValueError as error:
-            raise click.BadParameter(str(error), param_hint=option) from None
+        usable_output(path, option, folder)
     options = {"logdir": str(logdir), "out": str(checkpoint), "episodes": episodes, "checkpoint_every": checkpoint_every}
     options["threads"] = torch.get_num_threads()
     if isinstance(learner, TrainableAgent):
@@ -357,11 +353,11 @@ def log_command(
     from agents.behaviour import BehaviourConfig, BehaviourPolicy
     from agents.offline import log_episodes, write_log
 
+    usable_output(out, "--out")
     try:
-        check_output_path(out, "--out")
         config = BehaviourConfig(exploration, temperature, epsilon)  # type: ignore[arg-type]
     except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--out/--temperature/--epsilon") from None
+        raise click.BadParameter(str(error), param_hint="--temperature/--epsilon") from None
     env_options = (scenario, scenario_args, need, env_args, "request")  # logs are of FlexRec-v0 requests
     ranker, env_kwargs = agent_and_env(agent, checkpoint, model, settings, threads, env_options)
     try:

@@ -24,7 +24,6 @@ from agents.flexrec import PolicyAgent
 from agents.llm import FlexRecLLMAgent
 from agents.registry import load_agent, make_agent
 from agents.resume import Checkpointing, TrainingInterrupted, check_output_path, resume_path
-from flexrec_env.needs import held_out_needs
 
 
 def usable_output(path: Path, option: str, folder: bool = False) -> None:
@@ -33,11 +32,6 @@ def usable_output(path: Path, option: str, folder: bool = False) -> None:
         check_output_path(path, option, folder)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint=option) from None
-
-
-def evaluation_needs(trained: list[str]) -> list[str]:
-    """The needs to report: the trained ones, then the held-out ones (unseen needs)."""
-    return [*trained, *(n.name for n in held_out_needs() if n.name not in trained)]
 
 
 def report(evaluation: Evaluation | SessionEvaluation, out: Path | None) -> None:

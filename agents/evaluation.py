@@ -35,6 +35,19 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float]:
     return float(array.mean()), float(half)
 
 
+def stats(values: Sequence[float]) -> dict[str, float]:
+    """``{"mean", "ci95", "n"}`` of ``values`` (:func:`mean_ci`): one cell of a report."""
+    mean, ci95 = mean_ci(values)
+    return {"mean": mean, "ci95": ci95, "n": len(values)}
+
+
+def evaluation_needs(trained: Sequence[str]) -> list[str]:
+    """The needs to report: the trained ones, then the held-out ones (unseen needs)."""
+    from flexrec_env.needs import held_out_needs
+
+    return [*trained, *(n.name for n in held_out_needs() if n.name not in trained)]
+
+
 def format_ci(mean: float, half_width: float) -> str:
     return f"{mean:.3f} ± {half_width:.3f}"
 
@@ -71,10 +84,7 @@ class Evaluation:
 
     def summary(self) -> dict[str, dict[str, dict[str, float]]]:
         """``{need: {metric: {"mean", "ci95", "n"}}}``."""
-        return {
-            need: {m: {"mean": mean_ci(v)[0], "ci95": mean_ci(v)[1], "n": len(v)} for m, v in metrics.items()}
-            for need, metrics in self.values.items()
-        }
+        return {need: {m: stats(v) for m, v in metrics.items()} for need, metrics in self.values.items()}
 
     def to_json(self) -> str:
         return json.dumps({"agent": self.agent, "held_out": self.held_out, "metrics": self.summary()}, indent=2)
@@ -166,7 +176,7 @@ class SessionEvaluation:
 
     def summary(self) -> dict[str, dict[str, float]]:
         """``{group: {"mean", "ci95", "n"}}`` (groups without requests left out)."""
-        return {g: {"mean": mean_ci(v)[0], "ci95": mean_ci(v)[1], "n": len(v)} for g, v in self.values.items() if v}
+        return {g: stats(v) for g, v in self.values.items() if v}
 
     def to_json(self) -> str:
         return json.dumps({"agent": self.agent, "sessions": self.sessions, "NDCG@5": self.summary()}, indent=2)

@@ -91,8 +91,9 @@ class PolicyAgent(TrainableAgent):
         self.env_kwargs: dict[str, Any] = {}
         """The environment arguments of training (those that can be written down), for evaluation."""
         self.training_state: dict[str, Any] | None = None
-        self.loaded_from: Path | str = "the training checkpoint"  # the file load() read, for error messages
         """The trainer's state of a training checkpoint this agent was loaded from (:meth:`resume` continues it)."""
+        self.loaded_from: Path | str = "the training checkpoint"
+        """The file :meth:`load` read, for error messages."""
 
     @classmethod
     def setting_types(cls) -> dict[str, Any]:
@@ -149,14 +150,14 @@ class PolicyAgent(TrainableAgent):
             )
         with restoring(self.loaded_from, "training state"):
             run, steps = state["run"], state["steps"]
-            run["env_complete"], run["total_steps"], run["seed"]  # noqa: B018  (present, or a clear error)
-        if not run["env_complete"]:
+            complete, saved_total, seed = run["env_complete"], run["total_steps"], run["seed"]
+        if not complete:
             raise ValueError("this run's environment arguments include objects a checkpoint cannot keep: it cannot resume")
-        total = run["total_steps"] if total_steps is None else total_steps
+        total = saved_total if total_steps is None else total_steps
         check_value("total_steps", total, int, ">= 1")
         if total <= steps:
             raise ValueError(f"total_steps={total}; allowed: more than the {steps} steps this run has done")
-        self._train(dict(self.env_kwargs), total, run["seed"], logdir, checkpointing, state)
+        self._train(dict(self.env_kwargs), total, seed, logdir, checkpointing, state)
         return self
 
     def _train(

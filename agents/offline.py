@@ -209,6 +209,8 @@ class LoggedData:
         wrong = [f.name for f in expected if f.name not in table.column_names or table.schema.field(f.name).type != f.type]
         if wrong:
             raise ValueError(f"{source}: columns {wrong} are missing or of another type than a FlexRec log's")
+        if not isinstance(metadata.get("env_complete"), bool) or not isinstance(metadata.get("seed"), int):
+            raise ValueError(f"{source}: its metadata lacks env_complete (true or false) or seed (an integer)")
         episodes, length = metadata.get("episodes"), metadata.get("list_length")
         if not (isinstance(episodes, int) and isinstance(length, int) and table.num_rows == episodes * length):
             raise ValueError(f"{source}: {table.num_rows} rows, not episodes x list_length = {episodes!r} x {length!r}")

@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import flexrec_env  # noqa: F401  (registers FlexRec-v0)
-from agents.base import TrainableAgent
+from agents.base import TrainableAgent, portable
 from agents.checkpoints import load_checkpoint, restoring, save_checkpoint
 from agents.progress import Progress
 from agents.resume import Checkpointing
@@ -255,8 +255,8 @@ class HistoryRecommender(TrainableAgent, Generic[ConfigT]):
         self, env_kwargs: dict[str, Any], total_steps: int, seed: int, logdir: Path | None, checkpointing: Checkpointing | None
     ) -> None:
         """Fit on the histories of the env's scenario, ``total_steps`` training examples in all."""
-        self.env_kwargs = env_kwargs
-        env = gym.make("FlexRec-v0", **self.env_kwargs)
+        self.env_kwargs = portable(env_kwargs)  # what the checkpoint keeps (a scenario object is left out)
+        env = gym.make("FlexRec-v0", **env_kwargs)
         scenario = env.unwrapped.scenario  # type: ignore[attr-defined]
         env.close()
         histories = np.asarray(scenario.interaction_histories(), dtype=np.int64)

@@ -166,11 +166,7 @@ def file_value(name: str, value: Any, annotation: Any, option: str) -> Any:
     ...
     click.exceptions.BadParameter: path=None; allowed: a string
     """
-    if isinstance(value, np.generic):
-        value = float(str(value)) if isinstance(value, np.floating) else value.item()  # float32(0.3) is 0.3
-    elif isinstance(value, np.ndarray):
-        value = value.tolist()
-    value = _tuples(value, annotation)
+    value = _tuples(_python_value(value), annotation)
     return _checked(name, value, annotation, option)
 
 
@@ -190,13 +186,19 @@ def text_of(value: Any) -> str:
     >>> [text_of(v) for v in (True, None, 3, np.float32(0.3), "1e-3", [1, 2], {"a": 1})]
     ['true', 'null', '3', '0.3', '1e-3', '[1, 2]', '{"a": 1}']
     """
-    if isinstance(value, np.generic):
-        value = value.item() if not isinstance(value, np.floating) else float(str(value))
+    value = _python_value(value)
     if isinstance(value, str):
         return value
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)
-    return json.dumps(value.tolist() if isinstance(value, np.ndarray) else value)
+    return json.dumps(value)
+
+
+def _python_value(value: Any) -> Any:
+    """A numpy scalar as the Python number it prints as (``float32(0.3)`` is 0.3), an array as a list; else as is."""
+    if isinstance(value, np.generic):
+        return float(str(value)) if isinstance(value, np.floating) else value.item()
+    return value.tolist() if isinstance(value, np.ndarray) else value
 
 
 def _split(pair: str, option: str) -> tuple[str, str]:

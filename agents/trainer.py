@@ -64,6 +64,7 @@ from agents.policy import RankingInputs, RankingPolicy
 from agents.progress import Progress
 from agents.resume import StopRequest, TrainingInterrupted
 from flexrec_env.config import SessionConfig
+from flexrec_env.session import fatigue_factor
 from flexrec_env.session_env import FlexRecSessionVectorEnv
 from flexrec_env.swap import swap_rewards_generic
 from flexrec_env.vector_env import FlexRecVectorEnv
@@ -315,9 +316,11 @@ class FlexRecTrainer:
         firsts = np.arange(0, self.env.num_envs, g)
         policy = self.unwrapped_policy
         # (B, N) categories of the requests ranked now (in a session, the env moves on to the next request with the last step)
-        self._categories = np.stack([r.category for r in self.env.requests(firsts)]) if any(self.list_level.values()) else None
-        requests = self.env.requests(firsts) if policy.reads_text else None
-        inputs = RankingInputs.from_observation({k: v[firsts] for k, v in observation.items()}, requests, self.accelerator.device)
+        list_level = any(self.list_level.values())
+        requests = self.env.requests(firsts) if policy.reads_text or list_level else None  # built once
+        self._categories = np.stack([r.category for r in requests]) if requests is not None and list_level else None
+        text = requests if policy.reads_text else None
+        inputs = RankingInputs.from_observation({k: v[firsts] for k, v in observation.items()}, text, self.accelerator.device)
         features, probs = None, None
         if self.config.uses_critic:
             features = policy.critic_inputs(inputs)  # (B, N, F), detached
@@ -386,9 +389,9 @@ class FlexRecTrainer:
         critic = self.critic_learner(features)
         mean, var = gain_moments(probs)
         observe_prob: float | NDArray[np.float64] = self.env.config.reward_noise[0]
-        fatigue = getattr(getattr(self.env, "session", None), "fatigue", 0.0)
-        if fatigue and self.env.config.reward_labels == "feedback":  # request r of a session: p (1 - fatigue)**r
-            observe_prob = observe_prob * (1.0 - fatigue) ** info["request_index"][first][:, None].astype(np.float64)
+        session = getattr(self.env, "session", None)
+        if session is not None and session.fatigue and self.env.config.reward_labels == "feedback":
+            observe_prob = observe_prob * fatigue_factor(session, info["request_index"][first])[:, None]
         gain, gain_var = completed_gains(labels, observed, mean, var, self.config.completion, observe_prob)
         critic_rewards, std = completed_swap_rewards(rankings, gain, gain_var, self.metric_k)
         self.list_level_swap_rewards(critic_rewards, rankings, gain, info["need"][first])

@@ -105,9 +105,7 @@ def main() -> None:
         for level in ("full", "lean"):
             label = f"FlexRec-v0 vector env, 1,024 envs, {'shared_rng=True' if shared else 'per-env streams'}, {level} info"
             steps = int(5_000_000 * scale)
-            runs[label] = lambda s=shared, lv=level, st=steps: (
-                vector_env_steps_per_s(st, 1024, "trending", N, K, s, info_level=lv) / K
-            )
+            runs[label] = lambda s=shared, lv=level, st=steps: vector_rate(st, s, lv)
     best = dict.fromkeys(runs, 0.0)
     for _ in range(args.repeats):
         for label, run in runs.items():

@@ -36,13 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.benchmark import write_json
 from agents.checkpoints import load_checkpoint
-from agents.evaluation import Evaluation, evaluate, mean_ci
+from agents.evaluation import Evaluation, evaluate, evaluation_needs, mean_ci
 from agents.llm import FlexRecLLMAgent
 from agents.registry import make_agent
 from agents.settings_parser import parse_settings
 from agents.statistics import paired_difference
-from flexrec_env.needs import held_out_needs
 
 METRICS = ("NDCG@5", "Recall@5")
 #: The rankers compared: name -> the advantage it was trained with (None: the base model, zero-shot).
@@ -74,7 +74,7 @@ def evaluation_from(data: dict[str, Any]) -> Evaluation:
 def run_scenario(name: str, env_kwargs: dict[str, Any], args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Train the two adapters, evaluate the three rankers; finished pieces are read back from ``out``."""
     needs = list(args.needs)
-    eval_needs = needs + [n.name for n in held_out_needs() if n.name not in needs]
+    eval_needs = evaluation_needs(needs)
     env = {**env_kwargs, "num_candidates": args.candidates, "list_length": args.list_length, "need": needs}
     timings: dict[str, float] = {}
     evaluations: dict[str, Evaluation] = {}
@@ -110,7 +110,7 @@ def run_scenario(name: str, env_kwargs: dict[str, Any], args: argparse.Namespace
             agent = FlexRecLLMAgent.load(out / name / f"{ranker}.ckpt")
             result = evaluate(agent, env, eval_needs, args.episodes, seed=1_000_000, metrics=METRICS)
         timings[f"evaluate {ranker}"] = time.perf_counter() - start
-        cell.write_text(json.dumps({"agent": ranker, "values": result.values, "held_out": result.held_out}))
+        write_json(cell, {"agent": ranker, "values": result.values, "held_out": result.held_out})  # atomic: reread on a rerun
         evaluations[ranker] = result
     histories = {r: load_checkpoint(out / name / f"{r}.ckpt", "flexrec-llm")["history"] for r, a in RANKERS.items() if a}
     return {"evaluations": evaluations, "timings": timings, "needs": eval_needs, "histories": histories}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from flexrec_env.feedback import FeedbackConfig
-from flexrec_env.needs import Need, covered_needs, resolve_needs
+from flexrec_env.needs import Need, covered_needs, resolve_needs, union_needs
 from scenarios import Scenario, make_scenario
 from scenarios.settings import check_fields
 
@@ -204,11 +204,15 @@ def resolve_session(config: EnvConfig, session: SessionConfig) -> tuple[Scenario
             "share no candidate); lower session_length or num_candidates"
         )
     if session.need_schedule is not None:
-        scheduled = resolve_needs(list(session.need_schedule))
-        needs = tuple(n for i, n in enumerate(scheduled) if not any(n is m for m in scheduled[:i]))
+        needs = union_needs(resolve_needs(list(session.need_schedule)))
+    check_need_transition(session, needs)
+    return scenario, needs
+
+
+def check_need_transition(session: SessionConfig, needs: Sequence[Need]) -> None:
+    """``need_transition`` must have one row and column per need a session draws from (made, or reset with other needs)."""
     if session.need_transition is not None and len(session.need_transition) != len(needs):
         raise ValueError(
             f"need_transition is {len(session.need_transition)} x {len(session.need_transition)}; allowed: "
             f"{len(needs)} x {len(needs)}, one row and column per need of {[n.name for n in needs]}"
         )
-    return scenario, needs

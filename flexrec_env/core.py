@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from flexrec_env.config import INVALID_ACTION_PENALTY, EnvConfig, RewardMode
 from flexrec_env.feedback import feedback_labels, simulate_clicks
 from flexrec_env.metrics import dcg, discounts, evaluation_metrics, gains, ideal_dcg
-from flexrec_env.needs import MAX_NEEDS, NEED_FEATURE_DIM, Need, need_id, resolve_needs
+from flexrec_env.needs import MAX_NEEDS, NEED_FEATURE_DIM, Need, need_id, resolve_needs, same_needs, union_needs
 from flexrec_env.swap import generic_step_rewards, marginal_reward, step_swap_reward, swap_rewards, swap_rewards_generic
 from scenarios import Request, RequestBatch, Scenario
 
@@ -172,18 +172,6 @@ class EpisodeBatch:
         order = np.arange(len(self))
         order[rows] = len(self) + np.arange(len(new))
         return merged.take(order)
-
-
-def same_needs(a: tuple[Need, ...], b: tuple[Need, ...]) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
-
-
-def union_needs(*groups: tuple[Need, ...]) -> tuple[Need, ...]:
-    out: list[Need] = []
-    for need in (n for group in groups for n in group):
-        if not any(need is m for m in out):
-            out.append(need)
-    return tuple(out)
 
 
 def materialise(noise: EpisodeNoise, needs: tuple[Need, ...], config: EnvConfig, scenario: Scenario) -> EpisodeBatch:
@@ -438,6 +426,7 @@ def list_level_step_rewards(
     actions: NDArray[np.int64],
     placed: NDArray[np.bool_],
     k: int,
+    with_marginal: bool = True,
 ) -> tuple[NDArray, NDArray]:
     """``(swap, marginal)`` of list-level needs for ``rows`` at one position (``prefix`` ``(R, t)``).
 
@@ -447,7 +436,7 @@ def list_level_step_rewards(
     for need, selection, r in need_groups(episodes, rows):
         rel, cats = episodes.reward_relevance[r], episodes.requests.category[r]
         swap[selection], marginal[selection] = generic_step_rewards(
-            need.metric, prefix[selection], actions[selection], placed[selection], rel, cats, k
+            need.metric, prefix[selection], actions[selection], placed[selection], rel, cats, k, with_marginal
         )
     return swap, marginal
 
@@ -581,7 +570,9 @@ class RankingCore:
         swap, marginal = step_rewards(gain, self.discount[t], pool_gain, pool_size, ep.reward_idcg)  # (B,), (B,)
         for position, group in self._list_level_positions(valid & ep.list_level, t):
             prefix, placed = self.ranking[group, :position], self.placed[group]
-            swap[group], marginal[group] = list_level_step_rewards(ep, group, prefix, actions[group], placed, self.config.k)
+            swap[group], marginal[group] = list_level_step_rewards(
+                ep, group, prefix, actions[group], placed, self.config.k, self.config.reward_mode == "marginal"
+            )
 
         self.placed[rows[valid], actions[valid]] = True
         self.ranking[rows[valid], t[valid]] = actions[valid]

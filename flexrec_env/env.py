@@ -213,7 +213,10 @@ class FlexRecEnv(gym.Env[ObsType, np.int64]):
             assert self._episodes is not None
             rows, prefix = np.array([self._row]), np.array([self._ranking], dtype=np.int64).reshape(1, t)
             placed = np.array([self._is_placed])
-            swaps, marginals = list_level_step_rewards(self._episodes, rows, prefix, np.array([a]), placed, config.k)
+            with_marginal = config.reward_mode == "marginal"  # only that mode reads it
+            swaps, marginals = list_level_step_rewards(
+                self._episodes, rows, prefix, np.array([a]), placed, config.k, with_marginal
+            )
             swap, marginal = float(swaps[0]), float(marginals[0])
         self._is_placed[a] = True
         self._ranking.append(a)

@@ -256,6 +256,20 @@ def resolve_needs(spec: str | Need | Sequence[str | Need]) -> tuple[Need, ...]:
     return needs
 
 
+def same_needs(a: tuple[Need, ...], b: tuple[Need, ...]) -> bool:
+    """Whether ``a`` and ``b`` are the same needs (the same objects) in the same order."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+def union_needs(*groups: Sequence[Need]) -> tuple[Need, ...]:
+    """The needs of ``groups`` in order, each once (by identity)."""
+    out: list[Need] = []
+    for need in (n for group in groups for n in group):
+        if not any(need is m for m in out):
+            out.append(need)
+    return tuple(out)
+
+
 def training_needs() -> tuple[Need, ...]:
     """Registered needs not held out: the default training mix."""
     return tuple(n for n in _REGISTRY.values() if not n.held_out)

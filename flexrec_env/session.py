@@ -82,8 +82,7 @@ def transition_matrix(session: SessionConfig, num_needs: int) -> NDArray[np.floa
     """
     if session.need_transition is not None:
         matrix = np.asarray(session.need_transition, dtype=np.float64)
-        if matrix.shape != (num_needs, num_needs):
-            raise ValueError(f"need_transition is {matrix.shape}; allowed: {num_needs} x {num_needs}, one per need")
+        assert matrix.shape == (num_needs, num_needs), "checked by config.check_need_transition before any draw"
         return matrix
     if num_needs == 1:
         return np.ones((1, 1))
@@ -152,7 +151,7 @@ def materialise_sessions(
     switched[:, 1:] = index[:, 1:] != index[:, :-1]
     observe = noise.observe_uniform
     if session.fatigue:  # u / (1 - f)**r < p exactly when u < p (1 - f)**r
-        observe = observe / (1.0 - session.fatigue) ** np.tile(np.arange(r), len(index))[:, None]
+        observe = observe / fatigue_factor(session, np.tile(np.arange(r), len(index)))[:, None]
     # The need of each request as the uniform that materialise maps to it: floor(((i + 0.5) / M) M) = i.
     noise = replace(noise, need_uniform=((index + 0.5) / len(needs)).ravel(), observe_uniform=observe)
     return SessionBatch(materialise(noise, needs, config, scenario), switched)
@@ -171,6 +170,11 @@ class SessionStreams(EpisodeStreams):
     def next_sessions(self, envs: NDArray[np.int64], needs: tuple[Need, ...]) -> SessionBatch:
         """The next session of each env in ``envs`` (distinct, ascending) for ``needs``."""
         return materialise_sessions(self.next_noise(envs), needs, self.config, self.session, self.scenario)
+
+
+def fatigue_factor(session: SessionConfig, request_index: NDArray[np.integer]) -> NDArray[np.float64]:
+    """``(1 - fatigue)**r``: how much request r's chance that a label is observed shrinks (``observe_prob`` times it)."""
+    return (1.0 - session.fatigue) ** np.asarray(request_index, dtype=np.float64)
 
 
 def session_instructions(instructions: NDArray[np.object_], switched: NDArray[np.bool_], announce: bool) -> NDArray[np.object_]:
@@ -256,11 +260,15 @@ class SessionCore(RankingCore):
         finished = np.flatnonzero(list_done)
         if not len(finished):
             return rewards, list_done, truncated, info
-        rankings = self.ranking[finished]
-        self._list_infos.append((finished, self.final_info(finished)))
-        metric, k = EVALUATION_METRICS[SESSION_METRIC]
-        truth, categories = episodes.relevance[finished], episodes.requests.category[finished]
-        self.request_metric[finished, request_index[finished]] = metric(rankings, truth, categories, k)
+        list_info = self.final_info(finished)
+        self._list_infos.append((finished, list_info))
+        if "metrics" in list_info:  # the full info has it already
+            values = list_info["metrics"][SESSION_METRIC]
+        else:
+            metric, k = EVALUATION_METRICS[SESSION_METRIC]
+            truth, categories = episodes.relevance[finished], episodes.requests.category[finished]
+            values = metric(self.ranking[finished], truth, categories, k)
+        self.request_metric[finished, request_index[finished]] = values
         last = request_index[finished] == self.session.session_length - 1
         ending, going_on = finished[last], finished[~last]
         if len(ending):

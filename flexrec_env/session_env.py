@@ -12,7 +12,7 @@ from gymnasium.error import ResetNeeded
 from gymnasium.vector.utils import batch_space
 from numpy.typing import NDArray
 
-from flexrec_env.config import EnvConfig, SessionConfig, resolve_session
+from flexrec_env.config import EnvConfig, SessionConfig, check_need_transition, resolve_session
 from flexrec_env.core import build_request, episode_needs, invalid_action_message, observation_space, validate_action
 from flexrec_env.env import unbatch
 from flexrec_env.needs import Need
@@ -249,7 +249,9 @@ def session_needs(
             f"reset option need={options['need']!r} with need_schedule={list(session.need_schedule)}; allowed: no need "
             "option (the schedule fixes every request's need)"
         )
-    return episode_needs(default, options, allowed)
+    needs = episode_needs(default, options, allowed)
+    check_need_transition(session, needs)  # before anything is drawn: a refused reset uses up no episode
+    return needs
 
 
 def session_reset_values(core: SessionCore, rows: NDArray[np.int64]) -> dict[str, Any]:

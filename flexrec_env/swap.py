@@ -174,16 +174,19 @@ def generic_step_rewards(
     relevance: NDArray,
     categories: NDArray[np.integer],
     k: int,
+    with_marginal: bool = True,
 ) -> tuple[FloatArray, FloatArray]:
     """Per-step ``(swap, marginal)`` rewards of any list metric f: ``(B, t)`` prefix, ``(B,)`` action -> ``(B,)``, ``(B,)``.
 
     ``swap = f(prefix + s_t) - mean_j f(prefix + j)`` over the pool ``j`` (not placed, not ``s_t``), 0 without
-    alternatives; ``marginal = f(prefix + s_t) - f(prefix)``. ``placed`` ``(B, N)`` marks the items placed before
-    this step.
+    alternatives; ``marginal = f(prefix + s_t) - f(prefix)`` (0 with ``with_marginal=False``: it costs one more
+    evaluation of f). ``placed`` ``(B, N)`` marks the items placed before this step.
     """
     prefix = np.asarray(prefix, dtype=np.int64)
     values = next_item_values(metric, prefix, relevance, categories, k)  # (B, N)
     swap = swap_from_values(values, action, placed)
+    if not with_marginal:  # it costs one more evaluation of f: 0 where nobody reads it
+        return swap, np.zeros(len(swap))
     before = metric(prefix, relevance, categories, k) if prefix.shape[1] else 0.0
     marginal = np.take_along_axis(values, np.asarray(action, dtype=np.int64)[:, None], axis=1)[:, 0] - before
     return swap, marginal

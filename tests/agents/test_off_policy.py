@@ -60,8 +60,12 @@ def test_ips_and_cascade_ips_are_unbiased_by_enumeration():
 
 
 def test_the_importance_weights_average_to_one_under_the_behaviour():
-    weights = {s: np.prod(step_probabilities(s, TARGET)) / np.prod(step_probabilities(s, BEHAVIOUR)) for s in SLATES}
-    assert sum(np.prod(step_probabilities(s, BEHAVIOUR)) * weights[s] for s in SLATES) == pytest.approx(1.0)
+    target = [np.prod(step_probabilities(s, TARGET)) for s in SLATES]
+    behaviour = [np.prod(step_probabilities(s, BEHAVIOUR)) for s in SLATES]
+    weights = importance_weights(target, behaviour)
+    assert weights.shape == (len(SLATES),) and float(np.dot(behaviour, weights)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="the behaviour's > 0"):
+        importance_weights(target, [0.0, *behaviour[1:]])
 
 
 def test_self_normalised_weights_sum_to_one_and_snips_is_their_weighted_mean():

@@ -133,6 +133,10 @@ def test_a_log_file_is_checked_before_anything_is_built_from_it(tmp_path, writte
     pq.write_table(table.drop(["propensity"]), tmp_path / "short.parquet")
     with pytest.raises(ValueError, match=r"columns \['propensity'\] are missing"):
         read_log(tmp_path / "short.parquet")
+    lacking = {k: v for k, v in metadata.items() if k != "seed"}
+    pq.write_table(table.replace_schema_metadata({"flexrec": json.dumps(lacking)}), tmp_path / "bare.parquet")
+    with pytest.raises(ValueError, match="lacks env_complete .* or seed"):
+        read_log(tmp_path / "bare.parquet")
     pq.write_table(table.slice(0, K), tmp_path / "cut.parquet")
     with pytest.raises(ValueError, match=f"{K} rows, not episodes x list_length = {E} x {K}"):
         read_log(tmp_path / "cut.parquet")

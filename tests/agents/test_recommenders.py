@@ -160,6 +160,17 @@ def test_checkpoint_round_trip(agent_class, tmp_path):
         other.load(path)
 
 
+def test_a_run_on_a_scenario_object_saves_what_it_can_keep(tmp_path):
+    """A scenario object is not data: the checkpoint keeps the other env arguments (as the other agents do)."""
+    from scenarios import make_scenario
+
+    scenario = make_scenario("synthetic", TINY["scenario_kwargs"])
+    env_kwargs = {k: v for k, v in TINY.items() if k != "scenario_kwargs"}
+    agent = BPRAgent(dim=8).learn({**env_kwargs, "scenario": scenario}, 200, seed=0)
+    agent.save(tmp_path / "bpr.ckpt")
+    assert "scenario" not in load_agent(tmp_path / "bpr.ckpt").env_kwargs
+
+
 def test_bad_settings_say_what_is_allowed(tmp_path):
     with pytest.raises(ValueError, match=r"dim=0; allowed: an integer >= 1"):
         BPRConfig(dim=0)

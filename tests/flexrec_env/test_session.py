@@ -101,7 +101,6 @@ def test_stay_probability_shows_in_the_switch_rate():
         64, need=["interest", "trending"], stay_probability=0.8, session_length=4, num_candidates=3, list_length=1
     )
     obs, _ = envs.reset(seed=0)
-    switched = []
     for _ in range(4):
         obs, _, terminated, _, info = envs.step(np.zeros(64, dtype=np.int64))
     assert terminated.all()
@@ -178,6 +177,17 @@ def test_session_errors_name_the_value():
         gym.make("FlexRecSession-v0", need=["interest", "niche", "fresh"], need_transition=[[1, 0], [0, 1]])
     with pytest.raises(ValueError, match="one need per request"):
         gym.make("FlexRecSession-v0", need_schedule=["interest"], session_length=2)
+
+
+def test_a_reset_refused_for_its_needs_uses_up_no_session():
+    """Other needs than need_transition's rows are refused before anything is drawn: the next session is unchanged."""
+    kwargs = {"need": ["interest", "niche"], "need_transition": [[0.5, 0.5], [0.5, 0.5]], "session_length": 2}
+    plain, refused = (gym.make("FlexRecSession-v0", **kwargs).unwrapped for _ in range(2))
+    plain.reset(seed=3)
+    refused.reset(seed=3)
+    with pytest.raises(ValueError, match="need_transition is 2 x 2; allowed: 3 x 3"):
+        refused.reset(options={"need": ["interest", "niche", "fresh"]})
+    np.testing.assert_array_equal(plain.reset()[0]["candidates"], refused.reset()[0]["candidates"])
 
 
 def test_groups_share_a_session():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.prompts import (
+from flexrec_env.prompts import (
     DEFAULT_PROMPT_TEMPLATE,
     LEVELS,
     RELEASE_LEVELS,
